@@ -1,0 +1,49 @@
+"""LoRA (Hu et al. 2021): ``W0 x + (alpha / r) B A x`` with ``A`` Kaiming-uniform and ``B`` zeros.
+
+Initialisation, scaling and operation order follow peft's ``LoraLayer`` so the two match
+numerically (tests/test_peft_parity.py). ``lora_qkv`` is this class with another target set.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .base import AdditiveAdapter, AdapterConfigError, register
+
+
+def check_rank(kind: str, r: int, layer: nn.Linear) -> int:
+    r = int(r)
+    if r < 1 or r > min(layer.in_features, layer.out_features):
+        raise AdapterConfigError(
+            f"{kind} rank r={r} does not fit a {layer.in_features}->{layer.out_features} linear layer "
+            f"(need 1 <= r <= {min(layer.in_features, layer.out_features)})"
+        )
+    return r
+
+
+@register("lora")
+class LoRALinear(AdditiveAdapter):
+    """``r (k + d)`` trainable parameters; the paper's very-low-rank setting is r=1."""
+
+    adapter_tensor_names = ("lora_A", "lora_B")
+
+    def __init__(self, base_layer: nn.Linear, *, r: int = 1, alpha: float = 1.0, dropout: float = 0.0, **kwargs):
+        super().__init__(base_layer, **kwargs)
+        self.r = check_rank("lora", r, base_layer)
+        self.scaling = float(alpha) / self.r
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_A = nn.Parameter(torch.empty(self.r, self.in_features, **self._factory()))
+        self.lora_B = nn.Parameter(self._zeros(self.out_features, self.r))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+
+    def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = self.base_layer(x)
+        update = F.linear(F.linear(self.lora_dropout(x), self.lora_A.to(x.dtype)), self.lora_B.to(x.dtype))
+        return result + update * self.scaling
+
+    def delta_weight(self) -> torch.Tensor:
+        return (self.lora_B @ self.lora_A) * self.scaling

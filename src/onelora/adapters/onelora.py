@@ -1,0 +1,106 @@
+"""1LoRA: ``W0 x + b * sum_i x_i`` (summation compression, one trainable vector per layer).
+
+The update is ``dW = b c^T`` with ``c`` the all-ones vector (``onelora``) or a fixed random one
+(``onelora_random``, the paper's Table S1 ablation). Its gradient needs only the per-token
+compressed input ``s = c^T x``, so the fused implementation keeps ``s`` for backward and never
+``x``: a frozen base costs no activation memory, and 1LoRA adds a scalar per token.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .base import AdditiveAdapter, AdapterConfigError, register
+
+
+class _OneLoRAFunction(torch.autograd.Function):
+    """``y = x W^T + bias + (x c) b^T`` with ``W`` frozen; saves only ``s = x c`` (one value per token)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, b, c):
+        x2 = x.reshape(-1, x.shape[-1])
+        s = x2.sum(-1) if c is None else x2 @ c.to(x2.dtype)
+        y = F.linear(x2, weight, bias)
+        y.addr_(s.to(y.dtype), b.to(y.dtype))
+        ctx.save_for_backward(s, weight, b, c)
+        ctx.x_shape = x.shape
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return y.view(*x.shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        s, weight, b, c = ctx.saved_tensors
+        g = grad_out.reshape(-1, grad_out.shape[-1])
+        grad_x = grad_bias = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = g @ weight.to(g.dtype)
+            u = g @ b.to(g.dtype)  # (tokens,): the gradient of the compressed input
+            if c is None:
+                grad_x.add_(u[:, None])
+            else:
+                grad_x.addr_(u, c.to(g.dtype))
+            grad_x = grad_x.view(ctx.x_shape)
+        if ctx.needs_input_grad[2]:
+            grad_bias = g.sum(0).to(ctx.bias_dtype)
+        if ctx.needs_input_grad[3]:
+            grad_b = (g.t() @ s.to(g.dtype)).to(b.dtype)
+        return grad_x, None, grad_bias, grad_b, None
+
+
+@register("onelora")
+class OneLoRALinear(AdditiveAdapter):
+    """1LoRA on one linear layer: ``d`` trainable parameters, ``b`` initialised to zeros.
+
+    ``impl="fused"`` (default) runs one custom autograd function that saves only the per-token
+    sums; ``impl="autograd"`` is the paper's listing in plain PyTorch ops (same numbers, kept for
+    the benchmark and as a reference in tests).
+    """
+
+    adapter_tensor_names = ("onelora_b",)
+    implementations = ("fused", "autograd")
+
+    def __init__(self, base_layer: nn.Linear, *, impl: str = "fused", **kwargs):
+        super().__init__(base_layer, **kwargs)
+        if impl not in self.implementations:
+            raise AdapterConfigError(f"onelora impl must be one of {self.implementations}, got {impl!r}")
+        self.impl = impl
+        self.onelora_b = nn.Parameter(self._zeros(self.out_features))
+
+    def compression(self) -> torch.Tensor | None:
+        """The fixed compression vector ``c``; ``None`` means all ones (a plain sum)."""
+        return None
+
+    def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.compression()
+        if self.impl == "fused" and not self.base_layer.weight.requires_grad:
+            return _OneLoRAFunction.apply(x, self.base_layer.weight, self.base_layer.bias, self.onelora_b, c)
+        s = x.sum(-1, keepdim=True) if c is None else x @ c[:, None].to(x.dtype)
+        return self.base_layer(x) + s * self.onelora_b.to(x.dtype)
+
+    def delta_weight(self) -> torch.Tensor:
+        c = self.compression()
+        c = torch.ones(self.in_features, **self._factory()) if c is None else c
+        return torch.outer(self.onelora_b, c)
+
+
+@register("onelora_random")
+class RandomOneLoRALinear(OneLoRALinear):
+    """The Table S1 ablation: a fixed random compression vector ``c ~ N(0, 1)`` instead of ones.
+
+    Each layer draws its own ``c`` from a generator seeded with ``seed`` and the layer's position
+    among the targets, so the same seed and model give the same vectors; ``c`` is saved with the
+    adapter so a loaded adapter never depends on the generator.
+    """
+
+    adapter_tensor_names = ("onelora_b", "onelora_c")
+
+    def __init__(self, base_layer: nn.Linear, *, seed: int = 0, layer_index: int = 0, **kwargs):
+        super().__init__(base_layer, layer_index=layer_index, **kwargs)
+        generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(layer_index))
+        c = torch.randn(self.in_features, generator=generator)
+        self.register_buffer("onelora_c", c.to(**self._factory()))
+
+    def compression(self) -> torch.Tensor:
+        return self.onelora_c

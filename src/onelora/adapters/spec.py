@@ -1,0 +1,67 @@
+"""What a method is, as data: the per-linear update plus the BitFit / DiffFit / norms parts.
+
+Every method of the paper, and every 1LoRA combination of Tables S11 and S12, is one
+``MethodSpec``: ``onelora+bias+norms`` is ``linear="onelora", bias=True, norms=True``. The YAML
+files under ``conf/method/`` are these fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+from .base import ADAPTER_KINDS, AdapterConfigError
+
+
+@dataclass
+class MethodSpec:
+    name: str
+    #: per-linear update kind (a key of ADAPTER_KINDS), or None for methods without one
+    linear: str | None = None
+    #: keyword options of that kind (r, alpha, dropout, seed, size_rule, impl, ...)
+    options: dict[str, Any] = field(default_factory=dict)
+    #: train the target linears' biases (BitFit; a zero bias is added where a layer has none)
+    bias: bool = False
+    #: a trainable per-output scale on the target linears (DiffFit's gamma), initialised to 1
+    gamma: bool = False
+    #: train the affine parameters of every normalisation layer
+    norms: bool = False
+    #: train every parameter of the model
+    full: bool = False
+    #: name of the model's target set the linear update / bias / gamma go to
+    targets: str = "linear"
+    #: target set for gamma if it differs (LLaMA's DiffFit also scales lm_head); None = ``targets``
+    gamma_targets: str | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "MethodSpec":
+        """Build from a method config; keys that are not spec fields (lr, ...) are ignored."""
+        cfg = dict(cfg)
+        known = {f.name for f in fields(cls)}
+        spec = cls(**{k: v for k, v in cfg.items() if k in known})
+        spec.options = dict(spec.options or {})
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        if self.linear is not None and self.linear not in ADAPTER_KINDS:
+            raise AdapterConfigError(
+                f"method '{self.name}': unknown linear adapter '{self.linear}'; "
+                f"available: {', '.join(sorted(ADAPTER_KINDS))}"
+            )
+        if self.full and (self.linear or self.bias or self.gamma):
+            raise AdapterConfigError(f"method '{self.name}': full fine-tuning does not combine with adapters")
+
+    @property
+    def wraps_linears(self) -> bool:
+        return self.linear is not None or self.bias or self.gamma
+
+    @property
+    def parts(self) -> list[str]:
+        """The method's ingredients, e.g. ['onelora', 'bias', 'norms'] (recorded with results)."""
+        out = [self.linear] if self.linear else []
+        out += [p for p in ("bias", "gamma", "norms", "full") if getattr(self, p)]
+        return out or ["head"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

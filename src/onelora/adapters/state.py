@@ -1,0 +1,96 @@
+"""Adapter-only checkpoints: the trainable tensors in safetensors, the method in a small JSON.
+
+A fresh model with the same base weights plus these two files reproduces the adapted model's
+outputs exactly: ``load_adapter`` injects the saved method if the model is not adapted yet.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .base import AdapterConfigError
+from .inject import AdapterReport, count_parameters, inject, trainable_state
+from .spec import MethodSpec
+
+WEIGHTS_NAME = "adapter.safetensors"
+CONFIG_NAME = "adapter_config.json"
+
+
+def save_adapter(
+    directory: str | Path,
+    model: nn.Module,
+    *,
+    target_sets: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``adapter.safetensors`` and ``adapter_config.json`` into ``directory``; returns it."""
+    spec: MethodSpec | None = getattr(model, "onelora_method", None)
+    if spec is None:
+        raise AdapterConfigError("save_adapter: this model was not adapted with onelora.adapters.inject")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in trainable_state(model).items()}
+    save_file(tensors, str(directory / WEIGHTS_NAME))
+    config = {
+        "method": spec.to_dict(),
+        "target_sets": _plain(target_sets) if target_sets is not None else None,
+        "head": list(getattr(model, "onelora_head", [])),
+        "tensors": len(tensors),
+        **dict(extra or {}),
+    }
+    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
+    return directory
+
+
+def load_adapter(directory: str | Path, model: nn.Module, *, strict: bool = True) -> AdapterReport:
+    """Load an adapter written by ``save_adapter`` into ``model`` (injecting the method if needed)."""
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"adapter file {path} not found (written by save_adapter / a run's checkpoint)")
+    config = json.loads(config_path.read_text())
+    saved = MethodSpec.from_config(config["method"])
+    current: MethodSpec | None = getattr(model, "onelora_method", None)
+    if current is None:
+        inject(model, saved, target_sets=config.get("target_sets") or None, head=config.get("head") or [])
+    elif current.to_dict() != saved.to_dict():
+        raise AdapterConfigError(f"model is adapted with '{current.name}', the checkpoint holds '{saved.name}'")
+    tensors = load_file(str(weights_path))
+    own = trainable_state(model)
+    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    if strict and (missing or unexpected):
+        raise AdapterConfigError(f"adapter {directory}: missing tensors {missing[:5]}, unexpected {unexpected[:5]}")
+    with torch.no_grad():
+        for name, value in tensors.items():
+            if name in own:
+                if own[name].shape != value.shape:
+                    raise AdapterConfigError(f"adapter tensor {name}: shape {tuple(value.shape)} != {tuple(own[name].shape)}")
+                own[name].copy_(value.to(own[name].dtype))
+    return count_parameters(model, config.get("head") or [])
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers and tuples to JSON-able dicts and lists."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(value, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(value, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(value)
+    return value

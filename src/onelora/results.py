@@ -1,0 +1,67 @@
+"""The record every run leaves behind: ``results.json`` in its run directory.
+
+One flat-ish JSON object per run; ``reporting`` reads nothing else. Units follow the paper's
+tables: metric values as the paper prints them (accuracy in %, RMSE in metres, FID,
+validation loss), times in seconds, memory in bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+RESULTS_NAME = "results.json"
+SCHEMA_VERSION = 1
+
+#: the keys a completed record always has (tests and the table builder rely on them)
+REQUIRED_KEYS = (
+    "schema",
+    "status",  # "completed" | "failed" | "running"
+    "experiment",  # experiment config name (e.g. "fig6", "mini") or null for a single run
+    "task",  # task config name (e.g. "cifar10", "digits")
+    "paper",  # {"task", "source", "target"}: the row keys of ../paper/results.csv
+    "model",  # model config name (e.g. "vit_base")
+    "method",  # method name as in the paper's tables (e.g. "onelora+norms")
+    "method_parts",  # e.g. ["onelora", "norms"]
+    "seed",
+    "metric",  # {"name", "direction": "max"|"min", "best_val", "final_val", "test"}
+    "metrics",  # every final metric logged, name -> value
+    "time",  # {"train_s", "val_s", "fit_s", "total_s"}
+    "memory",  # {"device": "cpu"|"cuda", "peak_bytes", "kind": "rss"|"max_allocated"}
+    "params",  # {"adapted_layers", "adapter_params", "head_params", "trainable_params", "total_params"}
+    "run_dir",
+    "git_commit",
+    "versions",
+    "config",  # the resolved Hydra config
+)
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write JSON via a temporary file and rename, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_results(root: str | Path) -> Iterator[dict[str, Any]]:
+    """Every ``results.json`` under ``root`` (recursively), each with its path under ``_path``."""
+    for path in sorted(Path(root).rglob(RESULTS_NAME)):
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        record["_path"] = str(path)
+        yield record
