@@ -57,7 +57,7 @@ class AdaptedLinear(nn.Module):
                 f"{type(self).__name__} adapts nn.Linear layers, got {type(base_layer).__name__}"
             )
         if options:
-            raise AdapterConfigError(f"method '{self.kind}' takes no options {sorted(options)}")
+            raise AdapterConfigError(f"method '{self.kind}' has no option(s) {sorted(options)}")
         self.base_layer = base_layer
         self.in_features = base_layer.in_features
         self.out_features = base_layer.out_features

@@ -63,10 +63,14 @@ def inject(
     """
     spec = method if isinstance(method, MethodSpec) else MethodSpec.from_config(method)
     spec.validate()
+    already = adapted_layers(model)
+    if already:  # wrapping again would nest adapters around adapters' base layers
+        raise AdapterConfigError(f"the model is already adapted (e.g. {already[0][0]}); inject into a fresh model")
     target_sets = dict(target_sets or {"linear": TargetRule()})
     head = list(head)
+    # `full` trains what the model itself trains (DiT keeps its fixed sin-cos pos_embed frozen)
     for p in model.parameters():
-        p.requires_grad_(spec.full)
+        p.requires_grad_(spec.full and p.requires_grad)
 
     adapted: list[str] = []
     if spec.wraps_linears:
@@ -107,6 +111,7 @@ def inject(
 
     model.onelora_method = spec  # type: ignore[attr-defined]
     model.onelora_head = head  # type: ignore[attr-defined]
+    model.onelora_target_sets = target_sets  # type: ignore[attr-defined]  (save_adapter records them)
     return count_parameters(model, head, method=spec.name, layers=adapted)
 
 

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .base import AdapterConfigError
-from .inject import AdapterReport, count_parameters, inject, trainable_state
+from .inject import AdapterReport, adapted_layers, count_parameters, inject, trainable_state
 from .spec import MethodSpec
 
 WEIGHTS_NAME = "adapter.safetensors"
@@ -33,6 +33,9 @@ def save_adapter(
     spec: MethodSpec | None = getattr(model, "onelora_method", None)
     if spec is None:
         raise AdapterConfigError("save_adapter: this model was not adapted with onelora.adapters.inject")
+    _refuse_merged(model, "save_adapter")
+    if target_sets is None:  # the sets the model was adapted with: a fresh model must select the same layers
+        target_sets = getattr(model, "onelora_target_sets", None)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in trainable_state(model).items()}
@@ -58,6 +61,7 @@ def load_adapter(directory: str | Path, model: nn.Module, *, strict: bool = True
     config = json.loads(config_path.read_text())
     saved = MethodSpec.from_config(config["method"])
     current: MethodSpec | None = getattr(model, "onelora_method", None)
+    _refuse_merged(model, "load_adapter")
     if current is None:
         inject(model, saved, target_sets=config.get("target_sets") or None, head=config.get("head") or [])
     elif current.to_dict() != saved.to_dict():
@@ -74,6 +78,14 @@ def load_adapter(directory: str | Path, model: nn.Module, *, strict: bool = True
                     raise AdapterConfigError(f"adapter tensor {name}: shape {tuple(value.shape)} != {tuple(own[name].shape)}")
                 own[name].copy_(value.to(own[name].dtype))
     return count_parameters(model, config.get("head") or [])
+
+
+def _refuse_merged(model: nn.Module, what: str) -> None:
+    """A merged layer's bias is already scaled by gamma (and its weight holds the update): saving or
+    loading adapter tensors then would apply them twice."""
+    merged = [name for name, layer in adapted_layers(model) if layer.merged]
+    if merged:
+        raise AdapterConfigError(f"{what}: layers {merged[:3]} are merged; call unmerge(model) first")
 
 
 def _plain(value: Any) -> Any:

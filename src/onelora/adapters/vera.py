@@ -57,6 +57,8 @@ class VeRALinear(AdditiveAdapter):
     @classmethod
     def shared_kwargs(cls, layers, options):
         r = int(options.get("r", 1))
+        for layer in layers:  # before drawing: r < 1 would divide by zero in the init
+            check_rank("vera", r, layer)
         generator = torch.Generator(device="cpu").manual_seed(int(options.get("seed", 0)))
         max_in = max(layer.in_features for layer in layers)
         max_out = max(layer.out_features for layer in layers)
