@@ -1,0 +1,38 @@
+# onelora: `make run` and `make test` install into .venv on first use.
+PYTHON_SYS ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+RESULTS ?= results
+REPORTS ?= reports
+
+.PHONY: install run test test-slow test-slurm bench reproduce-tables reproduce-mini count-paper clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install onelora with its dev extra
+
+run: $(STAMP)  ## the embedded default experiment (digits, 1LoRA) on the CPU
+	$(PY) run.py
+
+test: $(STAMP)  ## the default test suite (fast, CPU)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)  ## longer end-to-end tests
+	$(PY) -m pytest -q -m slow
+
+bench: $(STAMP)  ## speed and memory of every method, side by side with peft
+	$(PY) -m onelora.bench --out $(REPORTS)
+
+reproduce-tables: $(STAMP)  ## the paper's tables and bubble plots from every results.json
+	$(PY) -m onelora.reporting --results $(RESULTS) --out $(REPORTS)
+
+count-paper: $(STAMP)  ## parameter counts of the paper's models for every method (meta device)
+	$(PY) run.py -m mode=count model=vit_base,depth_anything_l,dit_xl_2,llama2_7b method=onelora,lora,vera,dora,mora1,mora6,bitfit,difffit,norms hydra/job_logging=none hydra/hydra_logging=none
+
+clean:
+	rm -rf .pytest_cache build src/*.egg-info

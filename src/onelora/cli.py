@@ -1,0 +1,43 @@
+"""How run.py reports errors: a user's mistake in one line, a sweep that goes on past a failure."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from .adapters import AdapterConfigError
+from .config import ConfigError
+from .data.errors import MissingDataError
+from .models.pretrained import MissingWeightsError
+
+log = logging.getLogger(__name__)
+
+#: errors that are about the user's setup, not a bug: shown as one line, without a traceback
+USER_ERRORS = (ConfigError, MissingDataError, MissingWeightsError, AdapterConfigError)
+
+
+def is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run_from_cli(cfg: DictConfig) -> None:
+    from .runner import run
+
+    try:
+        run(cfg)
+    except Exception as err:
+        short = isinstance(err, USER_ERRORS)
+        message = f"onelora: error: {err}" if short else f"onelora: {type(err).__name__}: {err}"
+        if is_multirun():
+            # one failed run must not hide the others: its results.json says "failed"; go on
+            log.error("%s\n%s", message, "" if short else traceback.format_exc())
+            return
+        if not short:
+            raise
+        print(message, file=sys.stderr, flush=True)
+        sys.exit(1)

@@ -1,0 +1,142 @@
+"""Image classification datasets through torchvision's own classes and on-disk formats.
+
+CIFAR-10 / CIFAR-100 (``cifar-10-batches-py`` / ``cifar-100-python`` under ``root``) and
+Food-101 (``food-101/``). ``download`` is off by default: a cluster user downloads once, on a
+node with internet, with ``task.data.download=true``. A missing dataset stops the run at once
+with an error that names the path and how to get it.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any, Mapping
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import datasets
+
+from .errors import missing_data
+from .transforms import classification_transforms
+
+
+class _NoChecksumMixin:
+    """torchvision checks every file's md5 even with download=False; ``verify=False`` only checks presence."""
+
+    def __init__(self, *args: Any, verify_checksums: bool = True, **kwargs: Any):
+        self.verify_checksums = verify_checksums
+        super().__init__(*args, **kwargs)
+
+    def _check_integrity(self) -> bool:  # CIFAR's hook
+        if self.verify_checksums:
+            return super()._check_integrity()  # type: ignore[misc]
+        base = Path(self.root) / self.base_folder  # type: ignore[attr-defined]
+        return all((base / name).is_file() for name, _ in self.train_list + self.test_list)  # type: ignore[attr-defined]
+
+    def _load_meta(self) -> None:  # CIFAR's hook; the same md5 check on the meta file
+        if self.verify_checksums:
+            return super()._load_meta()  # type: ignore[misc]
+        path = Path(self.root) / self.base_folder / self.meta["filename"]  # type: ignore[attr-defined]
+        if not path.is_file():
+            raise RuntimeError(f"Dataset metadata file {path} not found")
+        with open(path, "rb") as handle:
+            data = pickle.load(handle, encoding="latin1")
+        self.classes = data[self.meta["key"]]  # type: ignore[attr-defined]
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+
+
+class CIFAR10(_NoChecksumMixin, datasets.CIFAR10):
+    pass
+
+
+class CIFAR100(_NoChecksumMixin, datasets.CIFAR100):
+    pass
+
+
+DATASETS: dict[str, dict[str, Any]] = {
+    "cifar10": {"cls": CIFAR10, "classes": 10, "expects": "cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}"},
+    "cifar100": {"cls": CIFAR100, "classes": 100, "expects": "cifar-100-python/{train,test,meta}"},
+    "food101": {"cls": datasets.Food101, "classes": 101, "expects": "food-101/{images,meta}"},
+}
+
+
+def open_dataset(name: str, root: str | Path, train: bool, transform: Any, download: bool, verify: bool) -> Dataset:
+    spec = DATASETS[name]
+    cls = spec["cls"]
+    how = (
+        f"run once with internet `python run.py task={name} task.data.download=true` "
+        f"(or `torchvision.datasets.{cls.__name__}(root='{root}', download=True)`)"
+    )
+    try:
+        if name == "food101":
+            return cls(str(root), split="train" if train else "test", transform=transform, download=download)
+        return cls(str(root), train=train, transform=transform, download=download, verify_checksums=verify)
+    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted..."
+        raise missing_data(name, Path(root).resolve(), spec["expects"], how, err) from None
+
+
+class TorchvisionClassificationDataModule(L.LightningDataModule):
+    """Train / validation / test for a torchvision dataset; validation is a seeded hold-out of train."""
+
+    def __init__(
+        self,
+        dataset: str,
+        root: str,
+        batch_size: int = 10,
+        eval_batch_size: int | None = None,
+        val_size: int | float = 0.1,
+        split_seed: int = 0,
+        num_workers: int = 4,
+        download: bool = False,
+        verify_checksums: bool = True,
+        augment: Mapping[str, Any] | None = None,
+        model_input: Mapping[str, Any] | None = None,
+        **_: Any,
+    ):
+        super().__init__()
+        if dataset not in DATASETS:
+            raise ValueError(f"task.data.dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
+        self.dataset, self.root = dataset, root
+        self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size or batch_size)
+        self.val_size, self.split_seed, self.num_workers = val_size, split_seed, num_workers
+        self.download, self.verify = download, verify_checksums
+        self.augment, self.model_input = augment, dict(model_input or {"size": 224, "mean": [0.5] * 3, "std": [0.5] * 3})
+        self.num_classes = DATASETS[dataset]["classes"]
+
+    def _open(self, train: bool, augmented: bool) -> Dataset:
+        transform = classification_transforms(self.model_input, self.augment, train=augmented)
+        return open_dataset(self.dataset, self.root, train, transform, self.download, self.verify)
+
+    def prepare_data(self) -> None:
+        # Runs once per node before setup: download if asked, otherwise fail fast if absent.
+        self._open(train=True, augmented=False)
+        self._open(train=False, augmented=False)
+
+    def setup(self, stage: str | None = None) -> None:
+        train_aug, train_plain = self._open(True, True), self._open(True, False)
+        n = len(train_aug)
+        n_val = int(round(self.val_size * n)) if isinstance(self.val_size, float) else int(self.val_size)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).tolist()
+        self.train_set = Subset(train_aug, order[n_val:])
+        self.val_set = Subset(train_plain, order[:n_val]) if n_val else None
+        self.test_set = self._open(False, False)
+
+    def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, True, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set if self.val_set is not None else self.test_set, False, self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, False, self.eval_batch_size)

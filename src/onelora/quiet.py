@@ -1,0 +1,29 @@
+"""Keep a run's console readable: drop library notices that say nothing about the experiment."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+NOISE = (
+    r"The `srun` command is available on your system but is not used",  # Lightning, on SLURM login nodes
+    r".*isinstance\(treespec, LeafSpec\)",  # torch pytree deprecation inside Lightning
+    r".*does not have many workers which may be a bottleneck",  # tiny in-memory datasets
+    r".*The number of training batches \(\d+\) is smaller than the logging interval",
+)
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "💡 Tip" not in record.getMessage()
+
+
+def quiet_library_noise() -> None:
+    for pattern in NOISE:
+        warnings.filterwarnings("ignore", message=pattern)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+    if logging.getLogger().handlers:  # Hydra configured logging: one handler set, no duplicate lines
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logger = logging.getLogger(name)
+            logger.handlers = [h for h in logger.handlers if isinstance(h, logging.FileHandler)]
+            logger.propagate = True

@@ -1,0 +1,54 @@
+"""Image classification (the paper's ViT-B/16 on CIFAR-10/100; the embedded digits default)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from .base import FineTuneModule
+
+
+class ClassificationModule(FineTuneModule):
+    """Cross-entropy training; accuracy in percent, as the paper's tables print it."""
+
+    def __init__(self, model: torch.nn.Module, *, num_classes: int, **kwargs: Any):
+        super().__init__(model, **kwargs)
+        self.num_classes = num_classes
+        self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.test_accuracy = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.model(images)
+        return getattr(out, "logits", out)
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        loss = F.cross_entropy(self(images), labels)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        images, labels = batch
+        logits = self(images)
+        self.val_accuracy.update(logits, labels)
+        self.log("val/loss", F.cross_entropy(logits, labels), sync_dist=True)
+
+    def on_validation_epoch_end(self):
+        accuracy = float(self.val_accuracy.compute()) * 100
+        self.val_accuracy.reset()
+        self.record_val(accuracy)
+        self.log("val/accuracy", accuracy, prog_bar=True, sync_dist=True)
+
+    def test_step(self, batch, batch_idx):
+        images, labels = batch
+        logits = self(images)
+        self.test_accuracy.update(logits, labels)
+        self.log("test/loss", F.cross_entropy(logits, labels), sync_dist=True)
+
+    def on_test_epoch_end(self):
+        accuracy = float(self.test_accuracy.compute()) * 100
+        self.test_accuracy.reset()
+        self.log("test/accuracy", accuracy, sync_dist=True)

@@ -1,0 +1,121 @@
+"""What a user sees at the command line: choices, dry-run composition, and the promised errors."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from fakes import write_cifar
+from runs import CIFAR_TINY, CONF, config, run_cli, run_inprocess
+
+METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
+TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
+
+
+def test_help_lists_the_config_groups_and_their_options(tmp_path):
+    out = run_cli(tmp_path, "--help").stdout
+    for group in ("method", "model", "task", "trainer", "logger"):
+        assert f"{group}:" in out
+    for option in ("onelora", "lora", "vera", "dora", "mora1", "vit_base", "cifar100", "digits"):
+        assert option in out
+
+
+def test_an_unknown_choice_lists_the_available_ones(tmp_path):
+    proc = run_cli(tmp_path, "method=nonexistent", check=False)
+    assert proc.returncode != 0
+    message = proc.stdout + proc.stderr
+    assert "Could not find 'method/nonexistent'" in message
+    assert "onelora" in message and "mora6" in message
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_method_composes_with_every_task(tmp_path, task):
+    """A dry-run sweep: compose, validate and count (meta device) every method on the task's model."""
+    from onelora.count import count
+    from onelora.runner import run
+
+    for method in METHODS:
+        cfg = config(tmp_path, f"task={task}", f"method={method}", "mode=count")
+        assert cfg.task.name == task
+        out = run(cfg)
+        assert out == count(cfg)
+        assert out["trainable_params"] == out["adapter_params"] + out["head_params"] > 0
+
+
+def test_the_count_command_prints_one_json_line(tmp_path):
+    import json
+
+    out = run_cli(tmp_path, "mode=count", "model=vit_base", "method=onelora", "task=cifar10").stdout
+    line = json.loads(out.strip().splitlines()[-1])
+    assert list(line) == ["model", "method", "adapted_layers", "adapter_params", "head_params",
+                          "trainable_params", "total_params"]
+    assert line["adapter_params"] == 82_944 and line["adapted_layers"] == 72 and line["head_params"] == 7_690
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("method.lr=-1", "method.lr"),
+        ("task.optim.lr=0", "method.lr / task.optim.lr"),
+        ("method=lora method.options.r=0", "method.options.r"),
+        ("method=lora method.options.dropout=1.5", "method.options.dropout"),
+        ("task.epochs=0", "task.epochs"),
+        ("method.linear=nope", "method.linear"),
+        ("method=lora_qkv model=tiny_llama", None),  # composes: tiny_llama defines qkv
+        ("method.targets=attention_only", "method.targets"),
+        ("trainer.devices=3", "task.batch_size"),
+    ],
+)
+def test_bad_values_fail_fast_naming_the_key(tmp_path, override, key):
+    from onelora.config import ConfigError, validate
+
+    cfg = config(tmp_path, *override.split())
+    if key is None:
+        validate(cfg)
+        return
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(cfg)
+
+
+def test_gpu_trainer_without_a_gpu_says_so(tmp_path):
+    import torch
+
+    from onelora.config import ConfigError, validate
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ConfigError, match="trainer.accelerator.*no CUDA GPU"):
+        validate(config(tmp_path, "trainer=gpu"))
+
+
+def test_missing_dataset_names_the_path_and_how_to_get_it(tmp_path):
+    from onelora.data.errors import MissingDataError
+
+    with pytest.raises(MissingDataError) as err:
+        run_inprocess(tmp_path, *CIFAR_TINY, "method=onelora")
+    message = str(err.value)
+    assert str(tmp_path / "data" / "cifar10") in message
+    assert "cifar-10-batches-py" in message and "task.data.download=true" in message
+
+
+def test_missing_weights_name_the_hub_id_the_place_and_how_to_get_them(tmp_path, monkeypatch):
+    from onelora.models.pretrained import MissingWeightsError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    root = write_cifar(tmp_path / "cifar10")
+    with pytest.raises(MissingWeightsError) as err:
+        run_inprocess(tmp_path, *CIFAR_TINY, f"task.data.root={root}", "model.pretrained=google/vit-base-patch16-224-in21k")
+    message = str(err.value)
+    assert "google/vit-base-patch16-224-in21k" in message
+    assert "huggingface-cli download" in message and "model.pretrained" in message
+
+    with pytest.raises(MissingWeightsError, match=str(tmp_path / "no_such_dir")):
+        run_inprocess(tmp_path, *CIFAR_TINY, f"task.data.root={root}", f"model.pretrained={tmp_path / 'no_such_dir'}", "run_tag=_x")
+
+
+def test_cli_errors_are_short_and_name_the_problem(tmp_path):
+    proc = run_cli(tmp_path, *CIFAR_TINY, "method.lr=-1", check=False)
+    assert proc.returncode != 0
+    assert "method.lr" in proc.stderr and "learning rate must be > 0" in proc.stderr
