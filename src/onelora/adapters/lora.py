@@ -42,8 +42,12 @@ class LoRALinear(AdditiveAdapter):
 
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base_layer(x)
-        update = F.linear(F.linear(self.lora_dropout(x), self.lora_A.to(x.dtype)), self.lora_B.to(x.dtype))
-        return result + update * self.scaling
+        # the scaling goes into the (d x r) B, not onto the (tokens x d) update, and the update is
+        # added in place: the base output is not kept for backward (its weight is frozen), so this
+        # saves two output-sized passes and one output-sized tensor per layer against peft
+        B = self.lora_B.to(x.dtype)
+        B = B * self.scaling if self.scaling != 1.0 else B
+        return result.add_(F.linear(F.linear(self.lora_dropout(x), self.lora_A.to(x.dtype)), B))
 
     def delta_weight(self) -> torch.Tensor:
         return (self.lora_B @ self.lora_A) * self.scaling

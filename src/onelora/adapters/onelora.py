@@ -16,14 +16,22 @@ from .base import AdditiveAdapter, AdapterConfigError, register
 
 
 class _OneLoRAFunction(torch.autograd.Function):
-    """``y = x W^T + bias + (x c) b^T`` with ``W`` frozen; saves only ``s = x c`` (one value per token)."""
+    """``y = x W^T + bias + (x c) b^T`` with ``W`` frozen; saves only ``s = x c`` (one value per token).
+
+    Forward writes ``bias + s b^T`` into the output and lets the matmul accumulate into it
+    (``addmm_``), which costs what ``F.linear``'s own bias copy costs: 1LoRA's only extra forward
+    work is the sum over features. Backward takes ``grad_x = g (W + b c^T)`` either through the
+    merged weight (rebuilt, never kept: ``d k`` work) or as ``g W + (g b) c^T`` (``tokens (k + d)``
+    work), whichever is smaller for the layer and batch.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias, b, c):
         x2 = x.reshape(-1, x.shape[-1])
         s = x2.sum(-1) if c is None else x2 @ c.to(x2.dtype)
-        y = F.linear(x2, weight, bias)
-        y.addr_(s.to(y.dtype), b.to(y.dtype))
+        bd = b.to(x2.dtype)
+        y = torch.outer(s, bd) if bias is None else torch.addr(bias.to(x2.dtype), s, bd)
+        y.addmm_(x2, weight.to(x2.dtype).t())
         ctx.save_for_backward(s, weight, b, c)
         ctx.x_shape = x.shape
         ctx.bias_dtype = None if bias is None else bias.dtype
@@ -35,12 +43,15 @@ class _OneLoRAFunction(torch.autograd.Function):
         g = grad_out.reshape(-1, grad_out.shape[-1])
         grad_x = grad_bias = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = g @ weight.to(g.dtype)
-            u = g @ b.to(g.dtype)  # (tokens,): the gradient of the compressed input
-            if c is None:
-                grad_x.add_(u[:, None])
+            tokens, (d, k) = g.shape[0], weight.shape
+            w, bg = weight.to(g.dtype), b.to(g.dtype)
+            if 2 * d * k < tokens * (d + k):  # through the merged weight W + b c^T
+                merged = w + bg[:, None] if c is None else torch.addr(w, bg, c.to(g.dtype))
+                grad_x = g @ merged
             else:
-                grad_x.addr_(u, c.to(g.dtype))
+                u = g @ bg  # (tokens,): the gradient of the compressed input
+                ones_or_c = u[:, None].expand(tokens, k) if c is None else torch.outer(u, c.to(g.dtype))
+                grad_x = torch.addmm(ones_or_c, g, w)
             grad_x = grad_x.view(ctx.x_shape)
         if ctx.needs_input_grad[2]:
             grad_bias = g.sum(0).to(ctx.bias_dtype)

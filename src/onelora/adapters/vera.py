@@ -69,7 +69,8 @@ class VeRALinear(AdditiveAdapter):
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base_layer(x)
         h = F.linear(self.vera_dropout(x), self.vera_A.to(x.dtype)) * self.vera_lambda_d.to(x.dtype)
-        return result + F.linear(h, (self.vera_B * self.vera_lambda_b[:, None]).to(x.dtype))
+        # added in place: the frozen base's output is not kept for backward
+        return result.add_(F.linear(h, (self.vera_B * self.vera_lambda_b[:, None]).to(x.dtype)))
 
     def delta_weight(self) -> torch.Tensor:
         return (self.vera_lambda_b[:, None] * self.vera_B) @ (self.vera_lambda_d[:, None] * self.vera_A)

@@ -1,0 +1,214 @@
+"""Running one benchmark group: one model shape and batch, every selected method, side by side.
+
+All methods of a group live in one process at once and share the frozen base weights (each gets
+its own copy of whatever it trains), so their steps can run in interleaved rounds. Per method:
+the optimizer state is created up front (one AdamW step on zero gradients), then ``warmup`` steps,
+one measured step (saved tensors, peak memory, gradient and optimizer bytes; it is also the timed
+steps' warm-up), then the timed rounds, interleaved over the methods.
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import gc
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import memory, timing
+from .methods import BenchMethod, apply, check_only_head_trains, count_adapted
+from .models import ModelShape, build, loss_fn, make_batch
+
+
+@dataclass
+class Entry:
+    method: BenchMethod
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    params: list[nn.Parameter]
+
+
+def clone_sharing(base: nn.Module) -> nn.Module:
+    """A deep copy whose parameters and buffers share storage with ``base`` (new Parameter objects,
+    so each copy has its own ``requires_grad`` and ``.grad``)."""
+    memo: dict[int, Any] = {}
+    for p in base.parameters():
+        memo[id(p)] = nn.Parameter(p.data, requires_grad=p.requires_grad)
+    for b in base.buffers():
+        memo[id(b)] = b
+    return copy.deepcopy(base, memo)
+
+
+def own_trained_tensors(model: nn.Module, shared: set[tuple[str, int]]) -> None:
+    """Give the model private copies of the shared tensors it trains (so steps do not leak)."""
+    for p in model.parameters():
+        if p.requires_grad and memory.storage_key(p) in shared:
+            p.data = p.data.clone()
+
+
+def release_memory(collect: bool = True) -> None:
+    if collect:
+        gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def prepare(
+    shape: ModelShape, methods: list[BenchMethod], *, device: torch.device, dtype: torch.dtype, lr: float = 1e-5
+) -> tuple[nn.Module, list[Entry]]:
+    base = build(shape).to(device=device, dtype=dtype)
+    shared = memory.model_storage_keys(base)
+    entries = []
+    for method in methods:
+        model = apply(method, clone_sharing(base), shape)
+        if method.method == "frozen":
+            check_only_head_trains(model, shape)
+        own_trained_tensors(model, shared)
+        params = memory.trainable(model)
+        fused = device.type == "cuda" and dtype in (torch.float32, torch.float16, torch.bfloat16)
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, fused=fused or None)
+        init_optimizer_state(optimizer, params)
+        entries.append(Entry(method, model, optimizer, params))
+    return base, entries
+
+
+def init_optimizer_state(optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> None:
+    """Create AdamW's state with one step on zero gradients (no forward / backward needed), so the
+    first measured step already runs in the steady state's memory."""
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def make_step(shape: ModelShape, entry: Entry, data: dict[str, torch.Tensor]) -> Callable[[], None]:
+    def step() -> None:
+        entry.optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(shape, entry.model, data)
+        loss.backward()
+        entry.optimizer.step()
+
+    return step
+
+
+def measured_step(shape: ModelShape, entry: Entry, data: dict[str, torch.Tensor], device: torch.device) -> dict[str, Any]:
+    """One training step under the saved-tensor counter and the peak tracker."""
+    entry.optimizer.zero_grad(set_to_none=True)
+    release_memory(collect=False)
+    exclude = memory.model_storage_keys(entry.model)
+    with memory.peak_tracker(device) as peak:
+        with memory.SavedTensorCounter(exclude) as counter:
+            loss = loss_fn(shape, entry.model, data)
+        saved = counter.stats()
+        loss.backward()
+        entry.optimizer.step()
+        del loss
+    model_bytes = memory.unique_bytes(list(entry.model.parameters()) + list(entry.model.buffers()))
+    optimizer_bytes = memory.optimizer_state_bytes(entry.optimizer)
+    grad_bytes = memory.unique_bytes(p.grad for p in entry.params)
+    return {
+        "saved_bytes": saved.saved_bytes,
+        "packed_bytes": saved.packed_bytes,
+        "saved_tensors": saved.saved_tensors,
+        "trainable_params": sum(p.numel() for p in entry.params),
+        "trainable_bytes": memory.parameter_bytes(entry.params),
+        "grad_bytes": grad_bytes,
+        "optimizer_bytes": optimizer_bytes,
+        "model_bytes": model_bytes,
+        "peak_rise_bytes": peak["rise"],
+        "peak_bytes": model_bytes + optimizer_bytes + peak["rise"],
+        "peak_method": peak["method"],
+        "adapted_layers": count_adapted(entry.model),
+    }
+
+
+def run_group(
+    shape: ModelShape,
+    batch: int,
+    methods: list[BenchMethod],
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    warmup: int,
+    rounds: int,
+    budget_s: float | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Records (one per method) for one model shape at one batch size."""
+    t0 = time.perf_counter()
+    base, entries = prepare(shape, methods, device=device, dtype=dtype)
+    data = make_batch(shape, batch, device=device, dtype=dtype)
+    steps = [make_step(shape, e, data) for e in entries]
+    measured: list[dict[str, Any]] = []
+    steps[0]()  # the process's first step pages in code and library state that no method should pay for
+    for entry, step in zip(entries, steps):
+        t1 = time.perf_counter()
+        for _ in range(warmup):
+            step()
+        t2 = time.perf_counter()
+        measured.append(measured_step(shape, entry, data, device))
+        log(f"    {entry.method.key}: warm-up {t2 - t1:.1f} s, measured step {time.perf_counter() - t2:.1f} s")
+    setup_s = time.perf_counter() - t0
+    left = None if budget_s is None else max(budget_s - setup_s, 0.0)
+    times, cpu_times = timing.interleaved(steps, rounds=rounds, device=device, budget_s=left)
+    records = []
+    for entry, stats, ts, cts in zip(entries, measured, times, cpu_times):
+        records.append(
+            {
+                "method": entry.method.method,
+                "impl": entry.method.impl,
+                "key": entry.method.key,
+                "label": entry.method.label,
+                "model": shape.name,
+                "family": shape.family,
+                "width": shape.arch["hidden_size"],
+                "batch": batch,
+                "tokens_per_sample": tokens_per_sample(shape),
+                "dtype": str(dtype).removeprefix("torch."),
+                "device": device.type,
+                "warmup_steps": warmup,
+                "rounds": len(ts),
+                "step_time_ms": 1e3 * timing.median(ts),
+                "step_times_ms": [round(1e3 * t, 3) for t in ts],
+                "cpu_time_ms": 1e3 * timing.median(cts),
+                "cpu_times_ms": [round(1e3 * t, 3) for t in cts],
+                **stats,
+            }
+        )
+    add_ratios(records, times=[t for t in times])
+    log(f"  {shape.name} batch {batch}: {len(entries)} methods, {len(times[0])} rounds, {time.perf_counter() - t0:.0f} s")
+    del base, entries, steps, data
+    release_memory()
+    return records
+
+
+def tokens_per_sample(shape: ModelShape) -> int:
+    if shape.family == "vit":
+        return (shape.arch["image_size"] // shape.arch["patch_size"]) ** 2 + 1
+    return shape.seq_len
+
+
+RATIO_FIELDS = ("step_time_ms", "cpu_time_ms", "saved_bytes", "trainable_bytes", "grad_bytes", "optimizer_bytes", "peak_bytes")
+
+
+def add_ratios(records: list[dict[str, Any]], times: list[list[float]] | None = None) -> None:
+    """``<field>_vs_frozen`` and ``<field>_vs_bitfit`` for every figure, from the same group."""
+    by_key = {r["key"]: (i, r) for i, r in enumerate(records)}
+    for ref in ("frozen", "bitfit"):
+        if ref not in by_key:
+            continue
+        ref_index, ref_record = by_key[ref]
+        for i, record in enumerate(records):
+            for f in RATIO_FIELDS:
+                denom = ref_record[f]
+                record[f"{f}_vs_{ref}"] = record[f] / denom if denom else None
+            if times is not None:
+                record[f"step_time_vs_{ref}_paired"] = timing.paired_ratio(times[i], times[ref_index])
