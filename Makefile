@@ -25,6 +25,15 @@ test: $(STAMP)  ## the default test suite (fast, CPU)
 test-slow: $(STAMP)  ## longer end-to-end tests
 	$(PY) -m pytest -q -m slow
 
+test-slurm: $(STAMP)  ## a real one-node SLURM on localhost (root, Debian packages), then the SLURM sweep tests
+	slurm/local_cluster.sh install
+	slurm/local_cluster.sh start
+	SLURM_CONF=$$(pwd)/slurm/.state/etc/slurm.conf $(PY) -m pytest -q -m slurm -p no:cacheprovider
+
+reproduce-mini: $(STAMP)  ## every method x 3 seeds on the digits task, then the tables
+	$(PY) run.py -m experiment=mini
+	$(PY) -m onelora.reporting --results $(RESULTS) --out $(REPORTS)
+
 bench: $(STAMP)  ## speed and memory of every method, side by side with peft
 	$(PY) -m onelora.bench --out $(REPORTS)
 

@@ -10,6 +10,8 @@
 import hydra
 from omegaconf import DictConfig
 
+import onelora  # noqa: F401  (registers the ${cwd:} resolver the configs use)
+
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:

@@ -41,3 +41,30 @@ def write_cifar(root: Path, *, classes: int = 10, per_batch: int = 20, test: int
         dump("test", batch(test))
         dump("meta", {"fine_label_names": [f"class{i}" for i in range(classes)], "coarse_label_names": []})
     return Path(root)
+
+
+def write_food101(root: Path, *, classes: tuple[str, ...] = ("apple_pie", "ramen", "sushi"), train: int = 4,
+                  test: int = 2, seed: int = 0) -> Path:
+    """A Food-101 copy as it ships: food-101/images/<class>/<id>.jpg and meta/{train,test}.json."""
+    import json
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    base = Path(root) / "food-101"
+    meta = {"train": {}, "test": {}}
+    for c, name in enumerate(classes):
+        (base / "images" / name).mkdir(parents=True, exist_ok=True)
+        for split, count in (("train", train), ("test", test)):
+            ids = []
+            for i in range(count):
+                image_id = f"{split}{c}{i:03d}"
+                pixels = np.clip(rng.normal(60 * (c + 1), 30, size=(40, 48, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(base / "images" / name / f"{image_id}.jpg")
+                ids.append(f"{name}/{image_id}")
+            meta[split][name] = ids
+    (base / "meta").mkdir(parents=True, exist_ok=True)
+    for split, content in meta.items():
+        (base / "meta" / f"{split}.json").write_text(json.dumps(content))
+    (base / "meta" / "classes.txt").write_text("\n".join(classes))
+    return Path(root)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+import onelora  # noqa: F401  (the ${cwd:} resolver)
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 

@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
@@ -27,6 +28,7 @@ from .config import ConfigError, learning_rate, method_spec, per_device_batch, p
 from .count import count
 from .models import build_model
 from .quiet import quiet_library_noise
+from .sweeps import log_event
 from .results import RESULTS_NAME, SCHEMA_VERSION, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -58,29 +60,37 @@ def read_record(run_dir: Path) -> dict[str, Any] | None:
 def run(cfg: DictConfig) -> dict[str, Any] | None:
     """Run (or count, or skip) the experiment ``cfg`` describes; returns its record."""
     quiet_library_noise()
-    validate(cfg)
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     if cfg.mode == "count":
+        validate(cfg)
         return count(cfg)
-    run_dir = run_dir_of(cfg)
-    done = read_record(run_dir)
-    if done and done.get("status") == "completed" and not cfg.force:
-        if done.get("fingerprint") == fingerprint(cfg):
-            print(f"Already completed, skipping: {run_dir} (force=true to run again)", flush=True)
-            return done
-        raise ConfigError(
-            f"{run_dir} holds a completed run with a different config; set run_tag=<suffix> to keep both, "
-            f"or force=true to replace it"
-        )
-    started = time.time()
+    run_dir, started = run_dir_of(cfg), time.time()
     try:
-        return train(cfg, run_dir, started)
+        validate(cfg)
+        done = read_record(run_dir)
+        if done and done.get("status") == "completed" and not cfg.force:
+            if done.get("fingerprint") == fingerprint(cfg):
+                print(f"Already completed, skipping: {run_dir} (force=true to run again)", flush=True)
+                log_event("skipped", run_dir)
+                return done
+            raise ConfigError(
+                f"{run_dir} holds a completed run with a different config; set run_tag=<suffix> to keep both, "
+                f"or force=true to replace it"
+            )
+        record = train(cfg, run_dir, started)
     except Exception as err:
         if _is_rank_zero():
-            write_json_atomic(run_dir / RESULTS_NAME, base_record(cfg, run_dir, started, status="failed") | {
-                "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(limit=20)})
+            error = f"{type(err).__name__}: {err}"
+            previous = read_record(run_dir)
+            if not (previous and previous.get("status") == "completed"):  # never overwrite a result
+                write_json_atomic(run_dir / RESULTS_NAME, base_record(cfg, run_dir, started, status="failed") | {
+                    "error": error, "traceback": traceback.format_exc(limit=20)})
+            log_event("failed", run_dir, error=error)
         raise
+    if _is_rank_zero():
+        log_event("completed", run_dir)
+    return record
 
 
 def _is_rank_zero() -> bool:
@@ -99,7 +109,7 @@ def base_record(cfg: DictConfig, run_dir: Path, started: float, status: str) -> 
         "paper": paper,
         "model": cfg.model.name,
         "method": cfg.method.name,
-        "method_parts": method_spec(cfg).parts,
+        "method_parts": _parts(cfg),
         "seed": int(cfg.seed),
         "run_dir": str(run_dir),
         "fingerprint": fingerprint(cfg),
@@ -107,7 +117,24 @@ def base_record(cfg: DictConfig, run_dir: Path, started: float, status: str) -> 
         "git_commit": git_commit(cfg),
         "versions": versions(),
         "config": plain(cfg),
+        "slurm": slurm_info(),
     }
+
+
+def slurm_info() -> dict[str, str] | None:
+    """The SLURM job this run ran in, if any (job id, array task, node)."""
+    import os
+
+    keys = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NODELIST", "SLURM_RESTART_COUNT")
+    info = {k.lower().removeprefix("slurm_"): os.environ[k] for k in keys if k in os.environ}
+    return info or None
+
+
+def _parts(cfg: DictConfig) -> list[str] | None:
+    try:
+        return method_spec(cfg).parts
+    except Exception:  # an invalid method is recorded as failed, with the error
+        return None
 
 
 def train(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
@@ -197,8 +224,13 @@ def build_trainer(cfg: DictConfig, run_dir: Path, stats: RunStats) -> tuple[L.Tr
         every_n_epochs=1,
         every_n_train_steps=t.pop("checkpoint_every_n_train_steps", None),
     )
+    plugins = []
+    if SLURMEnvironment.detect():
+        # submitit's signal + requeue is the one mechanism; Lightning's would requeue a second time
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     trainer = L.Trainer(
         **t,
+        plugins=plugins or None,
         default_root_dir=str(run_dir),
         logger=loggers,
         callbacks=[checkpoint, stats],

@@ -1,0 +1,80 @@
+"""Loading real on-disk formats and locally saved weights through the libraries' own APIs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fakes import write_cifar, write_food101
+
+
+def test_food101_loads_in_its_shipped_layout(tmp_path):
+    from onelora.data.torchvision_sets import TorchvisionClassificationDataModule
+
+    root = write_food101(tmp_path / "food101")
+    data = TorchvisionClassificationDataModule(
+        "food101", str(root), batch_size=2, val_size=2, num_workers=0,
+        model_input={"size": 32, "mean": [0.5] * 3, "std": [0.5] * 3},
+    )
+    data.prepare_data()
+    data.setup()
+    assert len(data.train_set) == 3 * 4 - 2 and len(data.val_set) == 2 and len(data.test_set) == 3 * 2
+    images, labels = next(iter(data.train_dataloader()))
+    assert images.shape == (2, 3, 32, 32) and labels.max() < 3
+
+
+def test_food101_missing_says_where_and_how(tmp_path):
+    from onelora.data.errors import MissingDataError
+    from onelora.data.torchvision_sets import TorchvisionClassificationDataModule
+
+    data = TorchvisionClassificationDataModule("food101", str(tmp_path / "nowhere"), num_workers=0)
+    with pytest.raises(MissingDataError, match="food-101/.*task.data.download=true"):
+        data.prepare_data()
+
+
+def test_cifar_checksums_are_verified_unless_switched_off(tmp_path):
+    from onelora.data.errors import MissingDataError
+    from onelora.data.torchvision_sets import TorchvisionClassificationDataModule
+
+    root = write_cifar(tmp_path / "c100", classes=100)
+    args = dict(dataset="cifar100", root=str(root), num_workers=0, val_size=10)
+    with pytest.raises(MissingDataError, match="cifar-100-python"):  # our fake's md5 is not the real one
+        TorchvisionClassificationDataModule(**args).prepare_data()
+    data = TorchvisionClassificationDataModule(**args, verify_checksums=False)
+    data.prepare_data()
+    data.setup()
+    assert data.num_classes == 100 and len(data.test_set) == 20
+
+
+def test_hf_vit_loads_from_a_local_directory(tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from onelora.models import build_model
+
+    arch = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+            "image_size": 32, "patch_size": 8}
+    torch.manual_seed(1)
+    saved = ViTForImageClassification(ViTConfig(**arch, num_labels=21))  # as an in21k-style checkpoint
+    saved.save_pretrained(tmp_path / "vit")
+    cfg = {"builder": "hf_vit", "pretrained": str(tmp_path / "vit"), "arch": arch}
+    model = build_model(cfg, num_classes=10, load_weights=True)
+    assert model.classifier.out_features == 10  # a new head for the task
+    loaded, original = model.state_dict(), saved.state_dict()
+    backbone = [k for k in original if not k.startswith("classifier")]
+    assert backbone and all(torch.equal(loaded[k], original[k]) for k in backbone)
+
+
+def test_timm_model_loads_a_local_state_file_with_a_new_head(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    from onelora.models import build_model
+
+    arch = {"img_size": 8, "patch_size": 2, "in_chans": 1, "embed_dim": 16, "depth": 1, "num_heads": 2}
+    source = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=7, **arch)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    cfg = {"builder": "timm", "timm_name": "vit_tiny_patch16_224", "pretrained": str(tmp_path / "w.safetensors"),
+           "arch": arch, "head": ["head"]}
+    model = build_model(cfg, num_classes=3, load_weights=True)
+    assert model.head.out_features == 3
+    assert torch.equal(model.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)

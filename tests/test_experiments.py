@@ -1,0 +1,71 @@
+"""Every experiment grid in experiments/ sweeps, quickly, on tiny twins (like lightning-hydra-template's
+`experiment=glob(*)` test): one seed, one short epoch, the task's test-size model and data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fakes import write_cifar
+from runs import CIFAR_TINY, DIGITS_FAST, ROOT, config, results, run_cli
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
+QUICK = ("seed=0", "task.epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
+         "trainer.limit_test_batches=2")
+
+
+def twin_overrides(task: str, data: Path) -> list[str]:
+    """The tiny stand-ins of a task: add one here when a task is added."""
+    if task in ("cifar10", "cifar100"):
+        classes = 10 if task == "cifar10" else 100
+        root = write_cifar(data / task, classes=classes)
+        return [o for o in CIFAR_TINY if not o.startswith("task=")] + [f"task.data.root={root}"]
+    if task == "digits":
+        return list(DIGITS_FAST)
+    raise AssertionError(f"no tiny twin for task {task!r}: add one to tests/test_experiments.py")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("experiments_home")
+
+
+def grid(home: Path, experiment: str):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"paths.root_dir={home}", f"experiment={experiment}"],
+                      return_hydra_config=True)
+    return cfg, {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
+
+
+def method_name(method_file: str) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(ROOT / "conf" / "method" / f"{method_file}.yaml").name
+
+
+@pytest.mark.parametrize("experiment", ["fig6", "fig7", "fig8"])
+def test_the_paper_grids_have_four_seeds(home, experiment):
+    _, params = grid(home, experiment)
+    assert params["seed"] == ["0", "1", "2", "3"]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_sweeps(home, tmp_path, experiment):
+    """Each grid in its own results folder (grids share runs by design: fig6 and fig8 have rows in
+    common), with one shared cache for the digits pre-training."""
+    cfg, params = grid(home, experiment)
+    task, methods = cfg.task.name, params["method"]
+    extra = ["method.lr=0.01"] if "method.lr" in params else []
+    proc = run_cli(tmp_path, "-m", f"experiment={experiment}", *twin_overrides(task, home / "data"), *QUICK, *extra,
+                   timeout=900, env={"ONELORA_CACHE": str(home / ".cache")})
+    summary = proc.stdout.split("Sweep finished: ")[1].splitlines()[0]
+    assert summary.startswith(f"{len(methods)} runs") and "failed" not in summary, summary
+    done = {}
+    for path in (tmp_path / "results" / task).glob("*/*/seed0*/results.json"):
+        record = results(path.parent)
+        if record["experiment"] == cfg.experiment_name:
+            done[record["method"]] = record["status"]
+    assert done == {method_name(m): "completed" for m in methods}
