@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RESULTS ?= results
 REPORTS ?= reports
+source ?= files        # make reproduce-tables source=wandb [project=onelora entity=<team>]
+project ?= onelora
+entity ?=
 
 .PHONY: install run test test-slow test-slurm bench reproduce-tables reproduce-mini count-paper clean
 
@@ -37,8 +40,9 @@ reproduce-mini: $(STAMP)  ## every method x 3 seeds on the digits task, then the
 bench: $(STAMP)  ## speed and memory of every method, side by side with peft
 	$(PY) -m onelora.bench --out $(REPORTS)
 
-reproduce-tables: $(STAMP)  ## the paper's tables and bubble plots from every results.json
-	$(PY) -m onelora.reporting --results $(RESULTS) --out $(REPORTS)
+reproduce-tables: $(STAMP)  ## the paper's tables and bubble plots from every results.json (or wandb)
+	$(PY) -m onelora.reporting --results $(RESULTS) --out $(REPORTS) --source $(strip $(source)) \
+	  --wandb-project $(project) $(if $(entity),--wandb-entity $(entity))
 
 count-paper: $(STAMP)  ## parameter counts of the paper's models for every method (meta device)
 	$(PY) run.py -m mode=count model=vit_base,depth_anything_l,dit_xl_2,llama2_7b method=onelora,lora,vera,dora,mora1,mora6,bitfit,difffit,norms hydra/job_logging=none hydra/hydra_logging=none

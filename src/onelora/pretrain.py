@@ -78,6 +78,7 @@ def _pretrain(cfg: DictConfig, path: Path) -> None:
         enable_model_summary=False,
         num_sanity_val_steps=0,
         check_val_every_n_epoch=max(1, int(pre.epochs) // 10),
+        enable_progress_bar=False,
     )
     trainer.fit(module, datamodule=data)
     backbone = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()

@@ -162,7 +162,7 @@ def fmt_mean_std(mean: Any, std: Any, decimals: int, n: int | None = None) -> st
 def time_in(seconds: float | None, unit: str) -> float | None:
     if seconds is None:
         return None
-    return seconds / 3600.0 if unit == "h" else seconds / 60.0
+    return seconds / 3600.0 if unit == "h" else seconds if unit == "s" else seconds / 60.0
 
 
 def fmt_time(t: Any, unit: str, as_printed: bool = False) -> str:
@@ -366,6 +366,9 @@ def build_ours_tables(runs: Iterable[Run]) -> list[TableResult]:
             by_method[(run.setting, run.label, run.metric_name)].append(run)
         rows, problems = [], []
         name = f"experiment {exp} · task {task} · model {model}"
+        # seconds for small runs (the digits grids), minutes as the paper otherwise
+        times = [t for r in group if (t := r.time_s) is not None]
+        unit = "s" if times and max(times) < 120 else "min"
         for setting, label, metric in sorted(by_method, key=lambda k: (k[0], _method_rank(k[1]), k[2])):
             mruns = by_method[(setting, label, metric)]
             agg = aggregate(mruns, None)
@@ -379,7 +382,7 @@ def build_ours_tables(runs: Iterable[Run]) -> list[TableResult]:
                 "metric": metric,
                 "direction": next((r.direction for r in mruns if r.direction), ""),
             }
-            row.update(_ours_fields(agg, "min"))
+            row.update(_ours_fields(agg, unit))
             rows.append(row)
             problems.extend((f"{setting} {label}", r) for r in agg.problems)
         slug = "ours_" + _slug(f"{exp}_{task}_{model}")
