@@ -9,7 +9,7 @@ source ?= files        # make reproduce-tables source=wandb [project=onelora ent
 project ?= onelora
 entity ?=
 
-.PHONY: install run test test-slow test-slurm bench reproduce-tables reproduce-mini count-paper clean
+.PHONY: install run test lint test-slow test-slurm bench reproduce-tables reproduce-mini count-paper clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
@@ -24,6 +24,9 @@ run: $(STAMP)  ## the embedded default experiment (digits, 1LoRA) on the CPU
 
 test: $(STAMP)  ## the default test suite (fast, CPU)
 	$(PY) -m pytest -q
+
+lint: $(STAMP)  ## pyflakes-level checks (unused imports, undefined names)
+	$(PY) -m ruff check --select F,E9 src tests run.py
 
 test-slow: $(STAMP)  ## longer end-to-end tests
 	$(PY) -m pytest -q -m slow

@@ -29,28 +29,8 @@ from onelora.adapters import (
 from onelora.adapters.mora import mora_size
 from onelora.adapters.onelora import OneLoRALinear, RandomOneLoRALinear, _OneLoRAFunction
 
-HEAD = ["head"]
+from adapter_cases import HEAD, METHODS, spec_of
 
-# every method of the paper and the 1LoRA combinations of Tables S11 / S12
-METHODS: dict[str, dict] = {
-    "onelora": dict(linear="onelora"),
-    "onelora_random": dict(linear="onelora_random", options={"seed": 3}),
-    "lora": dict(linear="lora", options={"r": 1, "alpha": 1.0}),
-    "vera": dict(linear="vera", options={"r": 1, "seed": 0}),
-    "dora": dict(linear="dora", options={"r": 1}),
-    "mora1": dict(linear="mora1"),
-    "mora6": dict(linear="mora6"),
-    "bitfit": dict(bias=True),
-    "gamma": dict(gamma=True),
-    "difffit": dict(bias=True, gamma=True, norms=True),
-    "norms": dict(norms=True),
-    "full": dict(full=True),
-    "head": dict(),
-    "onelora+bias": dict(linear="onelora", bias=True),
-    "onelora+gamma": dict(linear="onelora", gamma=True),
-    "onelora+norms": dict(linear="onelora", norms=True),
-    "onelora+bias+gamma+norms": dict(linear="onelora", bias=True, gamma=True, norms=True),
-}
 LINEAR_KINDS = ["onelora", "onelora_random", "lora", "vera", "dora", "mora1", "mora6"]
 
 # the tensors each kind adds to a layer that must be trainable
@@ -63,20 +43,6 @@ OWN_PARAMS = {
     "mora1": ["mora_M"],
     "mora6": ["mora_M"],
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one intra-op thread is faster than two, and much faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-
-def spec_of(name: str) -> MethodSpec:
-    return MethodSpec.from_config({"name": name, **METHODS[name]})
 
 
 def tiny_vit(seed: int = 0) -> VisionTransformer:

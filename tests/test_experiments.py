@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fakes import write_cifar
-from runs import CIFAR_TINY, DIGITS_FAST, ROOT, config, results, run_cli
+from runs import CIFAR_TINY, DIGITS_FAST, ROOT, results, run_cli
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
 QUICK = ("seed=0", "task.epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",

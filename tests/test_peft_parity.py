@@ -27,16 +27,6 @@ TOL = dict(rtol=1e-5, atol=1e-5)
 LLAMA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one intra-op thread is faster than two, and much faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-
 def hf_vit(seed: int = 0):
     torch.manual_seed(seed)
     cfg = ViTConfig(

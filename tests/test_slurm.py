@@ -5,7 +5,6 @@ Run with `make test-slurm`, which installs and starts the cluster and exports SL
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
