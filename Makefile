@@ -36,9 +36,9 @@ test-slurm: $(STAMP)  ## a real one-node SLURM on localhost (root, Debian packag
 	slurm/local_cluster.sh start
 	SLURM_CONF=$$(pwd)/slurm/.state/etc/slurm.conf $(PY) -m pytest -q -m slurm -p no:cacheprovider
 
-reproduce-mini: $(STAMP)  ## every method x 3 seeds on the digits task, then the tables
-	$(PY) run.py -m experiment=mini
-	$(PY) -m onelora.reporting --results $(RESULTS) --out $(REPORTS)
+reproduce-mini: $(STAMP)  ## every method x 3 seeds on the digits task, then the tables (even if a run failed)
+	$(PY) run.py -m experiment=mini; status=$$?; \
+	$(PY) -m onelora.reporting --results $(RESULTS) --out $(REPORTS) && exit $$status
 
 bench: $(STAMP)  ## speed and memory of every method, side by side with peft
 	$(PY) -m onelora.bench --out $(REPORTS)

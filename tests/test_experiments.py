@@ -69,3 +69,11 @@ def test_every_experiment_sweeps(home, tmp_path, experiment):
         if record["experiment"] == cfg.experiment_name:
             done[record["method"]] = record["status"]
     assert done == {method_name(m): "completed" for m in methods}
+
+
+def test_the_parallel_launcher_runs_a_grid_in_worker_processes(home, tmp_path):
+    proc = run_cli(tmp_path, "-m", "hydra/launcher=parallel", "method=head,bitfit", *DIGITS_FAST, *QUICK,
+                   timeout=900, env={"ONELORA_CACHE": str(home / ".cache"), "ONELORA_PARALLEL_JOBS": "2"})
+    assert "Sweep finished: 2 runs: 2 completed" in proc.stdout
+    for method in ("head", "bitfit"):
+        assert results(tmp_path / "results" / "digits" / "digits_vit" / method / "seed0")["status"] == "completed"

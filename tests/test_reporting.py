@@ -224,7 +224,7 @@ def test_pngs_are_valid(built):
     out, _ = built
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == len(paper.TABLE_ORDER) + 2  # + the mini digits grid and the tagged-variant group
-    assert (out / "ours_mini_digits_digits_vit.png").exists()
+    assert (out / "ours_digits_digits_vit.png").exists()
     for png in pngs:
         assert png.read_bytes()[:8] == PNG_SIGNATURE
         with Image.open(png) as img:
@@ -235,7 +235,7 @@ def test_pngs_are_valid(built):
 
 def test_ours_only_table_for_mini_grid(built):
     out, report = built
-    mini = next(t for t in report.ours_tables if t.slug == "ours_mini_digits_digits_vit")
+    mini = next(t for t in report.ours_tables if t.slug == "ours_digits_digits_vit")
     assert [r["method"] for r in mini.rows] == ["onelora", "lora"]
     one = row(mini.rows, "onelora")
     assert one["ours_n"] == 2 and one["ours_mean"] == pytest.approx(80.5, abs=1e-12)
@@ -243,7 +243,7 @@ def test_ours_only_table_for_mini_grid(built):
     assert one["ours_memory_pct"] is None and one["ours_memory_device"] == "cpu"
     lora = row(mini.rows, "lora")
     assert lora["ours_n"] == 1 and lora["ours_std"] is None
-    md = (out / "ours_mini_digits_digits_vit.md").read_text()
+    md = (out / "ours_digits_digits_vit.md").read_text()
     assert "80.50 ± 0.71 (n=2)" in md and "0.50 GB (cpu)" in md and "paper" not in md.split("Notes:")[0]
 
 
@@ -264,7 +264,7 @@ def test_summary_agreement_and_disagreement(built):
     assert "Paper rows: 10; with our runs: 2; missing: 8." in s9
     assert "Only 2 method(s) with runs: no rank correlation" in s9
     assert "No runs yet" in _section(text, "Table S8:")
-    assert "experiment mini · task digits · model digits_vit" in text
+    assert "task digits · model digits_vit" in text
 
 
 def test_agreement_rule():
@@ -402,4 +402,4 @@ def test_matching_rules(tmp_path):
     assert row(s6, "lora")["agreement"] == stats.WORSE
     assert row(report.table("S12").rows, "onelora+bias+norms")["ours_n"] == 1
     assert row(report.table("S9").rows, "onelora")["status"] == "missing"
-    assert [t.slug for t in report.ours_tables] == ["ours_none_cifar10_timm_vit_base"]
+    assert [t.slug for t in report.ours_tables] == ["ours_cifar10_timm_vit_base"]

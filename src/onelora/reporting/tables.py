@@ -4,7 +4,7 @@ A run belongs to a paper row when its normalised (paper.task, paper.source, pape
 model, method) equals the row's; the experiment name does not matter, so one CIFAR-10 1LoRA
 run counts in every table that prints that row (S9 and S12 share rows, as the paper does).
 Runs with a ``run_tag`` are variants and are never averaged into a paper row. Everything that
-matches no paper row goes into "ours only" tables grouped by experiment/task/model.
+matches no paper row goes into "ours only" tables grouped by task/model.
 Rows without runs say "missing"; failed and running runs are counted and listed, never
 averaged.
 """
@@ -355,17 +355,20 @@ def _method_rank(method: str) -> tuple[int, str]:
 
 
 def build_ours_tables(runs: Iterable[Run]) -> list[TableResult]:
-    """Tables for runs no paper row took, one per experiment/task/model, one row per method."""
+    """Tables for runs no paper row took, one per task/model, one row per method.
+
+    Not split by experiment: grids share runs (a run already done for one grid is skipped, not
+    repeated, by the next), so the same task/model/method/seed belongs in one row."""
     groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
     for run in runs:
-        groups[(run.experiment or "none", run.task or "none", run.model or "none")].append(run)
+        groups[("all", run.task or "none", run.model or "none")].append(run)
     tables = []
     for (exp, task, model), group in sorted(groups.items()):
         by_method: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
         for run in group:
             by_method[(run.setting, run.label, run.metric_name)].append(run)
         rows, problems = [], []
-        name = f"experiment {exp} · task {task} · model {model}"
+        name = f"task {task} · model {model}"
         # seconds for small runs (the digits grids), minutes as the paper otherwise
         times = [t for r in group if (t := r.time_s) is not None]
         unit = "s" if times and max(times) < 120 else "min"
@@ -385,7 +388,7 @@ def build_ours_tables(runs: Iterable[Run]) -> list[TableResult]:
             row.update(_ours_fields(agg, unit))
             rows.append(row)
             problems.extend((f"{setting} {label}", r) for r in agg.problems)
-        slug = "ours_" + _slug(f"{exp}_{task}_{model}")
+        slug = "ours_" + _slug(f"{task}_{model}")
         tables.append(TableResult(None, f"Ours only: {name}", slug, rows, problems))
     return tables
 
