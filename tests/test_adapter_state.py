@@ -8,26 +8,15 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from onelora.adapters import AdapterConfigError, adapted_layers, inject, load_adapter, save_adapter
 from onelora.adapters.state import CONFIG_NAME, WEIGHTS_NAME
 
-from adapter_cases import HEAD, METHODS, spec_of
+from adapter_cases import HEAD, METHODS, spec_of, tiny_vit
 
 # fixed (non-trainable) tensors an adapter must carry in its checkpoint
 FIXED = {"onelora_random": ["onelora_c"], "vera": ["vera_A", "vera_B"]}
-
-
-def tiny_vit(seed: int = 0) -> VisionTransformer:
-    torch.manual_seed(seed)
-    model = VisionTransformer(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2, num_classes=5)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "norm" in name:
-                p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
 
 
 def images(seed: int = 1) -> torch.Tensor:

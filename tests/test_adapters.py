@@ -12,7 +12,6 @@ import math
 
 import pytest
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from onelora.adapters import (
@@ -29,7 +28,7 @@ from onelora.adapters import (
 from onelora.adapters.mora import mora_size
 from onelora.adapters.onelora import OneLoRALinear, RandomOneLoRALinear, _OneLoRAFunction
 
-from adapter_cases import HEAD, METHODS, spec_of
+from adapter_cases import HEAD, METHODS, spec_of, tiny_llama, tiny_vit
 
 LINEAR_KINDS = ["onelora", "onelora_random", "lora", "vera", "dora", "mora1", "mora6"]
 
@@ -43,18 +42,6 @@ OWN_PARAMS = {
     "mora1": ["mora_M"],
     "mora6": ["mora_M"],
 }
-
-
-def tiny_vit(seed: int = 0) -> VisionTransformer:
-    """A 2-block timm ViT (width 32, fused qkv 32->96, fc1 32->64, fc2 64->32) with non-trivial
-    biases and norm parameters (timm initialises them to 0 / 1, which would hide bugs)."""
-    torch.manual_seed(seed)
-    model = VisionTransformer(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2, num_classes=5)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "norm" in name:
-                p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
 
 
 def images(seed: int = 1, n: int = 3) -> torch.Tensor:
@@ -488,6 +475,53 @@ def test_dora_norm_is_constant_in_backward():
     torch.testing.assert_close(lay.lora_B.grad, expected)
 
 
+def _plain_dora_grads(lay: nn.Module, x: torch.Tensor, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The DoRA formula written out in plain autograd (the norm detached): the reference."""
+    W, bias = lay.base_layer.weight, lay.base_layer.bias
+    params = [lay.lora_A, lay.lora_B, lay.dora_magnitude, bias, x]
+    direction = W + lay.scaling * lay.lora_B @ lay.lora_A
+    scale = lay.dora_magnitude / direction.norm(dim=1).detach()
+    y = (x @ direction.T) * scale + bias
+    grads = torch.autograd.grad((y * weights).sum(), params)
+    return dict(zip(["A", "B", "m", "bias", "x"], grads))
+
+
+@pytest.mark.parametrize("keep_output", [False, True])
+@pytest.mark.parametrize("zero_row", [False, True])
+def test_dora_fused_gradients_and_what_backward_keeps(keep_output, zero_row):
+    """The fused DoRA function gives plain autograd's gradients (a zero magnitude row included). By
+    default it keeps x and ``A x`` for backward, never an output-sized tensor; ``keep_output`` keeps
+    the output instead of recomputing it, unless a zero magnitude makes the output lose a row."""
+    torch.manual_seed(0)
+    lay = ADAPTER_KINDS["dora"](nn.Linear(6, 5).double(), r=2, alpha=2.0, keep_output=keep_output)
+    perturb(lay)
+    if zero_row:
+        with torch.no_grad():
+            lay.dora_magnitude[1] = 0.0
+    lay.base_layer.bias.requires_grad_(True)
+    x = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(3, 4, 5, dtype=torch.float64)
+    expected = _plain_dora_grads(lay, x, weights)
+
+    saved: list[torch.Tensor] = []
+
+    def pack(t):
+        saved.append(t.detach())
+        return t.detach()
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = lay(x)
+    params = {p.data_ptr() for p in lay.parameters()}
+    kept = [tuple(t.shape) for t in saved if t.data_ptr() not in params]
+    assert ((3, 4, 5) in kept) == (keep_output and not zero_row), kept
+    assert (3, 4, 6) in kept and (3, 4, 2) in kept, kept
+
+    grads = torch.autograd.grad((y * weights).sum(), [lay.lora_A, lay.lora_B, lay.dora_magnitude, lay.base_layer.bias, x])
+    for name, got in zip(["A", "B", "m", "bias", "x"], grads):
+        torch.testing.assert_close(got, expected[name], msg=name)
+    assert (expected["m"] != 0).all()  # a zero row still gets its gradient
+
+
 # ------------------------------------------------------------------------------------------------
 # MoRA against a re-implementation of kongds/MoRA's _apply_mora
 # ------------------------------------------------------------------------------------------------
@@ -733,27 +767,6 @@ def test_targets_all_linear_never_head():
     model.add_module("head", nn.Sequential(nn.LayerNorm(4), nn.Linear(4, 2)))
     report = inject(model, {"name": "n", "norms": True}, head=["head"])
     assert report.adapter_params == 8 and report.head_params == 8 + 10
-
-
-def tiny_llama(seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=40,
-        hidden_size=16,
-        intermediate_size=24,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=16,
-    )
-    model = LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.add_(0.1 * torch.randn_like(p))
-    return model
 
 
 LLAMA_SETS = {

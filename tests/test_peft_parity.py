@@ -18,9 +18,11 @@ peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
 
 from peft import LoraConfig, VeraConfig, get_peft_model  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM, ViTConfig, ViTForImageClassification  # noqa: E402
+from transformers import ViTConfig, ViTForImageClassification  # noqa: E402
 
 from onelora.adapters import adapted_layers, inject  # noqa: E402
+
+from adapter_cases import tiny_llama  # noqa: E402
 
 ALPHA = 2.0  # not peft's default 8, and not 1 so that a missing scaling would show
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -47,20 +49,6 @@ def hf_vit(seed: int = 0):
     return model
 
 
-def llama(seed: int = 0):
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=40,
-        hidden_size=16,
-        intermediate_size=24,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,  # k, v are 16 -> 8: layers of different shapes
-        max_position_embeddings=16,
-    )
-    return LlamaForCausalLM(cfg).eval()
-
-
 def make_inputs(kind: str):
     g = torch.Generator().manual_seed(3)
     if kind == "vit":
@@ -79,7 +67,7 @@ MODELS = {
         n_layers=12,
     ),
     "llama": dict(
-        build=llama,
+        build=tiny_llama,
         ours=dict(target_sets={"linear": {"include": ["all-linear"], "exclude": ["lm_head"]}}, head=[]),
         peft=dict(target_modules=LLAMA_MODULES),
         n_layers=14,

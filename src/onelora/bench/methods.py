@@ -44,6 +44,7 @@ OURS = [
     _ours("lora", "LoRA r=1", linear="lora", options={"r": 1, "alpha": 1.0}),
     _ours("vera", "VeRA r=1", linear="vera", options={"r": 1, "d_initial": 0.1, "seed": 0}),
     _ours("dora", "DoRA r=1", linear="dora", options={"r": 1, "alpha": 1.0}),
+    _ours("dora_keep_output", "DoRA r=1 (keep_output)", linear="dora", options={"r": 1, "alpha": 1.0, "keep_output": True}),
     _ours("mora1", "MoRA type 1", linear="mora1", options={"r": 1, "size_rule": "paper"}),
     _ours("mora6", "MoRA type 6", linear="mora6", options={"r": 1, "size_rule": "paper"}),
     _ours("difffit", "DiffFit", bias=True, gamma=True, norms=True),
