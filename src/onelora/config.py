@@ -5,7 +5,7 @@ Bad values fail here with a message that names the key, not an hour into a run.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -19,7 +19,7 @@ class ConfigError(ValueError):
 
 def plain(cfg: Any) -> Any:
     """OmegaConf node -> plain Python containers (resolved)."""
-    if isinstance(cfg, (DictConfig,)) or OmegaConf.is_config(cfg):
+    if OmegaConf.is_config(cfg):
         return OmegaConf.to_container(cfg, resolve=True)
     return cfg
 
@@ -102,7 +102,3 @@ def validate(cfg: DictConfig) -> None:
     if "bf16" in str(cfg.trainer.precision) and accelerator in ("gpu", "cuda"):
         _check(torch.cuda.is_bf16_supported(), "trainer.precision", "bf16 is not supported by this GPU; use 16-mixed or 32-true")
     per_device_batch(cfg)
-
-
-def as_mapping(cfg: Any) -> Mapping[str, Any]:
-    return plain(cfg) if OmegaConf.is_config(cfg) else cfg

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import platform
 import subprocess
 import time
@@ -94,8 +95,6 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
 
 
 def _is_rank_zero() -> bool:
-    import os
-
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0
 
 
@@ -114,7 +113,7 @@ def base_record(cfg: DictConfig, run_dir: Path, started: float, status: str) -> 
         "run_dir": str(run_dir),
         "fingerprint": fingerprint(cfg),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-        "git_commit": git_commit(cfg),
+        "git_commit": git_commit(),
         "versions": versions(),
         "config": plain(cfg),
         "slurm": slurm_info(),
@@ -123,8 +122,6 @@ def base_record(cfg: DictConfig, run_dir: Path, started: float, status: str) -> 
 
 def slurm_info() -> dict[str, str] | None:
     """The SLURM job this run ran in, if any (job id, array task, node)."""
-    import os
-
     keys = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NODELIST", "SLURM_RESTART_COUNT")
     info = {k.lower().removeprefix("slurm_"): os.environ[k] for k in keys if k in os.environ}
     return info or None
@@ -263,7 +260,7 @@ def print_summary(record: dict[str, Any]) -> None:
     print("\n".join(lines), flush=True)
 
 
-def git_commit(cfg: DictConfig) -> str | None:
+def git_commit() -> str | None:
     try:
         root = Path(__file__).resolve().parents[2]
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
