@@ -119,7 +119,7 @@ def measured_step(shape: ModelShape, entry: Entry, data: dict[str, torch.Tensor]
         "packed_bytes": saved.packed_bytes,
         "saved_tensors": saved.saved_tensors,
         "trainable_params": sum(p.numel() for p in entry.params),
-        "trainable_bytes": memory.parameter_bytes(entry.params),
+        "trainable_bytes": memory.unique_bytes(entry.params),
         "grad_bytes": grad_bytes,
         "optimizer_bytes": optimizer_bytes,
         "model_bytes": model_bytes,
@@ -183,7 +183,7 @@ def run_group(
                 **stats,
             }
         )
-    add_ratios(records, times=[t for t in times])
+    add_ratios(records, times=times)
     log(f"  {shape.name} batch {batch}: {len(entries)} methods, {len(times[0])} rounds, {time.perf_counter() - t0:.0f} s")
     del base, entries, steps, data
     release_memory()

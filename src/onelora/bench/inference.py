@@ -15,10 +15,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..adapters import AdaptedLinear, MethodSpec, inject, merge_and_unload
+from ..adapters import AdaptedLinear, merge_and_unload
 from . import timing
-from .core import clone_sharing, release_memory
-from .methods import OURS, BenchMethod
+from .core import clone_sharing, own_trained_tensors, release_memory
+from .memory import model_storage_keys
+from .methods import OURS, BenchMethod, apply
 from .models import ModelShape, build, make_batch
 
 MERGEABLE = ("bitfit", "onelora", "lora", "vera", "dora", "mora1", "mora6", "difffit")
@@ -53,18 +54,14 @@ def run_merged(
     t0 = time.perf_counter()
     base = build(shape).to(device=device, dtype=dtype).eval()
     data = make_batch(shape, batch, device=device, dtype=dtype)
+    shared = model_storage_keys(base)
     by_name: dict[str, BenchMethod] = {m.method: m for m in OURS}
     models: list[tuple[str, str, nn.Module]] = [("base", "base", base)]
     diffs: dict[str, float] = {}
     for name in methods:
-        method = by_name[name]
-        unmerged = clone_sharing(base)
-        inject(unmerged, MethodSpec.from_config(method.spec), head=list(shape.head))
-        # private copies of what the method trains, then non-zero adapter values
-        for p in unmerged.parameters():
-            if p.requires_grad:
-                p.data = p.data.clone()
-        _perturb_adapters(unmerged)
+        unmerged = apply(by_name[name], clone_sharing(base), shape)
+        own_trained_tensors(unmerged, shared)  # private copies of what the method trains,
+        _perturb_adapters(unmerged)  # then non-zero adapter values
         unmerged.eval()
         merged = copy.deepcopy(unmerged)  # a private copy of every weight: merging writes into them
         merge_and_unload(merged)

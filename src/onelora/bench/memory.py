@@ -25,7 +25,7 @@ import re
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -153,10 +153,6 @@ def reset_process_peak() -> bool:
         return False
 
 
-def cpu_peak_supported() -> bool:
-    return _STATUS.exists() and reset_process_peak()
-
-
 @contextlib.contextmanager
 def peak_tracker(device: torch.device) -> Iterator[dict[str, int]]:
     """Yields a dict that holds ``rise``: the peak bytes above the level at entry, after exit."""
@@ -181,10 +177,6 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
     return unique_bytes(v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor))
 
 
-def parameter_bytes(params: Iterable[torch.Tensor]) -> int:
-    return unique_bytes(params)
-
-
 def trainable(model: nn.Module) -> list[nn.Parameter]:
     seen, out = set(), []
     for p in model.parameters():
@@ -193,9 +185,3 @@ def trainable(model: nn.Module) -> list[nn.Parameter]:
             out.append(p)
     return out
 
-
-def measure_saved(model: nn.Module, forward: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, SavedTensorStats]:
-    """Run ``forward`` (returning the loss) under the counter; the stats are taken before backward."""
-    with SavedTensorCounter(model_storage_keys(model)) as counter:
-        loss = forward()
-    return loss, counter.stats()

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..adapters import MethodSpec, inject
@@ -120,6 +119,3 @@ def check_only_head_trains(model: nn.Module, shape: ModelShape) -> None:
     if bad:
         raise AssertionError(f"frozen base trains {bad[:3]}")
 
-
-def param_dtype(model: nn.Module) -> torch.dtype:
-    return next(model.parameters()).dtype
