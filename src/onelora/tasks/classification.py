@@ -30,25 +30,28 @@ class ClassificationModule(FineTuneModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def validation_step(self, batch, batch_idx):
+    def _evaluate(self, batch, accuracy: MulticlassAccuracy, stage: str) -> None:
         images, labels = batch
         logits = self(images)
-        self.val_accuracy.update(logits, labels)
-        self.log("val/loss", F.cross_entropy(logits, labels), sync_dist=True)
+        accuracy.update(logits, labels)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), sync_dist=True)
+
+    @staticmethod
+    def _epoch_accuracy(accuracy: MulticlassAccuracy) -> float:
+        value = float(accuracy.compute()) * 100
+        accuracy.reset()
+        return value
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, self.val_accuracy, "val")
 
     def on_validation_epoch_end(self):
-        accuracy = float(self.val_accuracy.compute()) * 100
-        self.val_accuracy.reset()
+        accuracy = self._epoch_accuracy(self.val_accuracy)
         self.record_val(accuracy)
         self.log("val/accuracy", accuracy, prog_bar=True, sync_dist=True)
 
     def test_step(self, batch, batch_idx):
-        images, labels = batch
-        logits = self(images)
-        self.test_accuracy.update(logits, labels)
-        self.log("test/loss", F.cross_entropy(logits, labels), sync_dist=True)
+        self._evaluate(batch, self.test_accuracy, "test")
 
     def on_test_epoch_end(self):
-        accuracy = float(self.test_accuracy.compute()) * 100
-        self.test_accuracy.reset()
-        self.log("test/accuracy", accuracy, sync_dist=True)
+        self.log("test/accuracy", self._epoch_accuracy(self.test_accuracy), sync_dist=True)
