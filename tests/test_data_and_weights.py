@@ -78,3 +78,36 @@ def test_timm_model_loads_a_local_state_file_with_a_new_head(tmp_path):
     model = build_model(cfg, num_classes=3, load_weights=True)
     assert model.head.out_features == 3
     assert torch.equal(model.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+
+
+def test_cifar_training_set_is_read_once_and_split_into_two_views(tmp_path, monkeypatch):
+    """setup reads the training archive once: the augmented training split and the plain
+    validation hold-out are two views of it, disjoint, with their own transforms."""
+    from onelora.data import torchvision_sets
+
+    root = write_cifar(tmp_path / "c10", classes=10)
+    opened = []
+    real_open = torchvision_sets.open_dataset
+
+    def counting_open(name, root, train, transform, download, verify):
+        opened.append((train, verify))
+        return real_open(name, root, train, transform, download, verify)
+
+    monkeypatch.setattr(torchvision_sets, "open_dataset", counting_open)
+    data = torchvision_sets.TorchvisionClassificationDataModule(
+        "cifar10", str(root), val_size=4, num_workers=0, verify_checksums=False,
+        model_input={"size": 16, "mean": [0.5] * 3, "std": [0.5] * 3},
+    )
+    data.prepare_data()
+    data.prepare_data()  # Lightning calls it again after the runner did: nothing is re-read
+    assert opened == [(True, False), (False, False)]
+    data.setup()
+    assert opened[2:] == [(True, False), (False, False)]
+    assert data.train_set.base is data.val_set.base
+    assert not set(data.train_set.indices) & set(data.val_set.indices)
+    assert len(data.train_set) + len(data.val_set) == len(data.train_set.base)
+    torch.manual_seed(0)
+    val_a, val_b = data.val_set[0][0], data.val_set[0][0]
+    assert torch.equal(val_a, val_b) and val_a.shape == (3, 16, 16)  # not augmented
+    crops = {tuple(data.train_set[0][0].flatten()[:8].tolist()) for _ in range(8)}
+    assert len(crops) > 1  # RandomResizedCrop + flip

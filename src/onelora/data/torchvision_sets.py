@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
 
 from .errors import missing_data
@@ -76,6 +76,21 @@ def open_dataset(name: str, root: str | Path, train: bool, transform: Any, downl
         raise missing_data(name, Path(root).resolve(), spec["expects"], how, err) from None
 
 
+class TransformedSubset(Dataset):
+    """``base[indices]`` with a transform of its own: the training split (augmented) and the
+    validation hold-out (not augmented) read one copy of the training set."""
+
+    def __init__(self, base: Dataset, indices: list[int], transform: Any):
+        self.base, self.indices, self.transform = base, indices, transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        image, label = self.base[self.indices[index]]
+        return self.transform(image), label
+
+
 class TorchvisionClassificationDataModule(L.LightningDataModule):
     """Train / validation / test for a torchvision dataset; validation is a seeded hold-out of train."""
 
@@ -104,23 +119,29 @@ class TorchvisionClassificationDataModule(L.LightningDataModule):
         self.augment, self.model_input = augment, dict(model_input or {"size": 224, "mean": [0.5] * 3, "std": [0.5] * 3})
         self.num_classes = DATASETS[dataset]["classes"]
 
-    def _open(self, train: bool, augmented: bool) -> Dataset:
-        transform = classification_transforms(self.model_input, self.augment, train=augmented)
-        return open_dataset(self.dataset, self.root, train, transform, self.download, self.verify)
+        self._prepared = False
+
+    def _transform(self, augmented: bool) -> Any:
+        return classification_transforms(self.model_input, self.augment, train=augmented)
 
     def prepare_data(self) -> None:
-        # Runs once per node before setup: download if asked, otherwise fail fast if absent.
-        self._open(train=True, augmented=False)
-        self._open(train=False, augmented=False)
+        # Runs once per node before setup: download if asked, otherwise fail fast if absent. The
+        # checksums are verified here, once (the runner calls it before Lightning does).
+        if self._prepared:
+            return
+        for train in (True, False):
+            open_dataset(self.dataset, self.root, train, None, self.download, self.verify)
+        self._prepared = True
 
     def setup(self, stage: str | None = None) -> None:
-        train_aug, train_plain = self._open(True, True), self._open(True, False)
-        n = len(train_aug)
+        verify = self.verify and not self._prepared  # a process that ran prepare_data checked them
+        train = open_dataset(self.dataset, self.root, True, None, download=False, verify=verify)
+        n = len(train)
         n_val = int(round(self.val_size * n)) if isinstance(self.val_size, float) else int(self.val_size)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).tolist()
-        self.train_set = Subset(train_aug, order[n_val:])
-        self.val_set = Subset(train_plain, order[:n_val]) if n_val else None
-        self.test_set = self._open(False, False)
+        self.train_set = TransformedSubset(train, order[n_val:], self._transform(augmented=True))
+        self.val_set = TransformedSubset(train, order[:n_val], self._transform(augmented=False)) if n_val else None
+        self.test_set = open_dataset(self.dataset, self.root, False, self._transform(False), download=False, verify=verify)
 
     def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
         return DataLoader(
