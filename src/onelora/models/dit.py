@@ -151,6 +151,34 @@ def sincos_pos_embed_2d(embed_dim: int, grid_size: int) -> torch.Tensor:
     return torch.cat([one_d(embed_dim // 2, grid_w), one_d(embed_dim // 2, grid_h)], dim=1)
 
 
+class LinearPatchEmbed(nn.Module):
+    """Patches as an ``nn.Linear`` (patch_dim = C * p * p -> hidden), so adapters see the embedding.
+
+    The same map as timm's ``PatchEmbed`` convolution (kernel = stride = p): patch vectors are
+    flattened in the conv weight's (C, p, p) order, so ``conv.weight.flatten(1)`` loads as
+    ``proj.weight``. Same attributes (``proj``, ``patch_size``, ``num_patches``) as timm's.
+    """
+
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, bias: bool = True):
+        super().__init__()
+        if img_size % patch_size:
+            raise ValueError(f"DiT: input_size {img_size} is not a multiple of patch_size {patch_size}")
+        self.patch_size = (patch_size, patch_size)
+        self.grid_size = (img_size // patch_size, img_size // patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.proj = nn.Linear(in_chans * patch_size * patch_size, embed_dim, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        p = self.patch_size[0]
+        patches = x.reshape(n, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)  # (n, gh, gw, c, p, p)
+        return self.proj(patches.reshape(n, (h // p) * (w // p), c * p * p))
+
+
+#: how ``x_embedder`` is built: the original convolution, or a linear layer that adapters can wrap
+PATCH_EMBEDS = ("conv", "linear")
+
+
 class DiT(nn.Module):
     """Diffusion transformer; forward(x (N,C,H,W), t (N,), y (N,)) -> (N, out_channels, H, W)."""
 
@@ -166,14 +194,18 @@ class DiT(nn.Module):
         class_dropout_prob: float = 0.1,
         num_classes: int = 1000,
         learn_sigma: bool = True,
+        patch_embed: str = "conv",
     ):
         super().__init__()
+        if patch_embed not in PATCH_EMBEDS:
+            raise ValueError(f"DiT: patch_embed must be one of {PATCH_EMBEDS}, got {patch_embed!r}")
         self.learn_sigma = learn_sigma
         self.in_channels = in_channels
         self.out_channels = in_channels * 2 if learn_sigma else in_channels
         self.patch_size = patch_size
         self.num_heads = num_heads
-        self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size, bias=True)
+        embed = PatchEmbed if patch_embed == "conv" else LinearPatchEmbed
+        self.x_embedder = embed(input_size, patch_size, in_channels, hidden_size, bias=True)
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
         num_patches = self.x_embedder.num_patches
@@ -323,6 +355,7 @@ ARCH_KEYS = (
     "class_dropout_prob",
     "learn_sigma",
     "pretrained_num_classes",
+    "patch_embed",
 )
 
 
