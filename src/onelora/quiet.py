@@ -18,10 +18,14 @@ class _DropTips(logging.Filter):
         return "💡 Tip" not in record.getMessage()
 
 
+_TIPS = _DropTips()
+
+
 def quiet_library_noise() -> None:
+    """Idempotent: a sweep calls it once per run, but filters are added once per process."""
     for pattern in NOISE:
-        warnings.filterwarnings("ignore", message=pattern)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+        warnings.filterwarnings("ignore", message=pattern)  # warnings de-duplicates equal filters
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_TIPS)  # a no-op when present
     if logging.getLogger().handlers:  # Hydra configured logging: one handler set, no duplicate lines
         for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
             logger = logging.getLogger(name)

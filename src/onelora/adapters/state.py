@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..files import apply_umask
 from .base import AdapterConfigError
 from .inject import AdapterReport, adapted_layers, count_parameters, inject, trainable_state
 from .spec import MethodSpec
@@ -40,6 +41,7 @@ def save_adapter(
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in trainable_state(model).items()}
     save_file(tensors, str(directory / WEIGHTS_NAME))
+    apply_umask(directory / WEIGHTS_NAME)
     config = {
         "method": spec.to_dict(),
         "target_sets": _plain(target_sets) if target_sets is not None else None,

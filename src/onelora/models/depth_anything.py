@@ -32,7 +32,6 @@ ViT-L: the ``intermediate_layers`` arch key.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -42,7 +41,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from . import register_builder
-from .pretrained import MissingWeightsError, is_local, missing_weights
+from .weights import load_state
 
 #: encoder sizes of DINOv2 (embed_dim, depth, num_heads) and the DPT settings v1 used with each
 ENCODERS: dict[str, dict[str, Any]] = {
@@ -58,8 +57,6 @@ ENCODERS: dict[str, dict[str, Any]] = {
 }
 #: hub repositories of the original checkpoints (PyTorchModelHubMixin uploads of ``DepthAnything``)
 HUB_IDS = {k: f"LiheYoung/depth_anything_{k}14" for k in ENCODERS}
-HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")
-WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -340,80 +337,11 @@ class DepthAnything(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a .pth/.pt/.bin (torch) or .safetensors file; unwraps {'state_dict'|'model': ...}."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path), device="cpu")
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
-            state = state[key]
-    return dict(state)
-
-
-def _local_weights_file(path: Path) -> Path | None:
-    if path.is_file():
-        return path
-    if path.is_dir():
-        for name in HUB_FILENAMES:
-            if (path / name).is_file():
-                return path / name
-        found = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
-        if len(found) == 1:
-            return found[0]
-    return None
-
-
-def resolve_weights(source: str) -> Path:
-    """A local file for ``source``: a file, a directory holding one, or a hub id.
-
-    Hub ids: ``owner/name`` (tries model.safetensors, pytorch_model.bin) or ``owner/name:file`` for
-    one file; ``spaces/owner/name:file`` for a Space (the .pth files live in the Space
-    ``LiheYoung/Depth-Anything`` under ``checkpoints/``).
-    """
-    src = str(source)
-    if is_local(src):
-        path = Path(src).expanduser()
-        found = _local_weights_file(path)
-        if found is None:
-            raise MissingWeightsError(
-                f"pretrained weights '{src}' not found: looked in {path} (a checkpoint file, or a directory with "
-                f"one of {list(HUB_FILENAMES)} or a single {'/'.join(WEIGHT_SUFFIXES)} file). The originals: "
-                f"`huggingface-cli download LiheYoung/depth_anything_vitl14 --local-dir <dir>` (vits/vitb likewise) "
-                f"or `huggingface-cli download --repo-type space LiheYoung/Depth-Anything "
-                f"checkpoints/depth_anything_vitl14.pth --local-dir <dir>`, then `model.pretrained=<dir or file>`; "
-                f"or run with `model.pretrained=null` for random init."
-            )
-        return found
-    repo_id, _, filename = src.partition(":")
-    repo_type = None
-    if repo_id.startswith("spaces/"):
-        repo_type, repo_id = "space", repo_id[len("spaces/") :]
-    filenames = [filename] if filename else list(HUB_FILENAMES)
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as err:  # pragma: no cover - huggingface_hub is a dependency
-        raise missing_weights(src, "the Hugging Face hub (huggingface_hub not installed)", err) from err
-    cause: BaseException | None = None
-    for name in filenames:
-        try:
-            return Path(hf_hub_download(repo_id=repo_id, filename=name, repo_type=repo_type))
-        except Exception as err:  # offline, not found, no access: all mean "weights missing"
-            cause = err
-    where = f"the Hugging Face hub repo {repo_id} (files {filenames}; HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')})"
-    if not filename:
-        raise missing_weights(src, where, cause)
-    reason = f" ({type(cause).__name__}: {str(cause).splitlines()[0][:200]})" if cause else ""
-    kind = "--repo-type space " if repo_type == "space" else ""
-    raise MissingWeightsError(
-        f"pretrained weights '{src}' not found: looked in {where}{reason}. Get the file on a machine with internet "
-        f"with `huggingface-cli download {kind}{repo_id} {filename} --local-dir <dir>`, then point the model at it: "
-        f"`model.pretrained=<dir>/{filename}`; or run with `model.pretrained=null` for random init."
-    )
+WEIGHTS_HINT = (
+    "The originals: `huggingface-cli download LiheYoung/depth_anything_vitl14 --local-dir <dir>` (vits / vitb "
+    "likewise), or `huggingface-cli download --repo-type space LiheYoung/Depth-Anything "
+    "checkpoints/depth_anything_vitl14.pth --local-dir <dir>`, then `model.pretrained=<dir or file>`"
+)
 
 
 def load_depth_anything_weights(
@@ -424,7 +352,7 @@ def load_depth_anything_weights(
     ``load_head=False`` loads only the encoder (strict on it; the head keeps its init), as
     Depth-Anything-V2's metric fine-tuning does.
     """
-    state = read_state_dict(resolve_weights(str(source)))
+    state = load_state(str(source), hint=WEIGHTS_HINT)
     if load_head:
         model.load_state_dict(state, strict=True)
     else:
@@ -453,12 +381,13 @@ ARCH_KEYS = (
 
 
 @register_builder("depth_anything")
-def build_depth_anything(cfg: Mapping[str, Any], *, num_classes: int | None = None, load_weights: bool = True) -> nn.Module:
+def build_depth_anything(cfg: Mapping[str, Any], *, max_depth: float | None = None, load_weights: bool = True) -> nn.Module:
     """Builder: ``cfg.arch`` sizes the model; ``cfg.pretrained`` (path / hub id / None) its weights.
 
-    ``num_classes`` is ignored (depth regression). ``arch.load_head: false`` loads the encoder only.
+    ``max_depth`` (the task's depth range; parameter-free) overrides ``arch.max_depth``.
+    ``arch.load_head: false`` loads the encoder only.
     """
-    arch = dict(cfg.get("arch") or {})
+    arch = dict(cfg.get("arch") or {}) | ({"max_depth": float(max_depth)} if max_depth is not None else {})
     unknown = set(arch) - set(ARCH_KEYS) - {"load_head"}
     if unknown:
         raise ValueError(f"Depth Anything: unknown arch keys {sorted(unknown)}; known: {list(ARCH_KEYS) + ['load_head']}")
