@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from onelora.data.depth import SplitFileDepthDataModule
 from onelora.data.synthetic.depth import SPLIT_FILES, ensure_synthetic_depth
-from onelora.metrics.depth import METRIC_NAMES, DepthMetrics
+from onelora.metrics.depth import METRIC_NAMES, DepthMetrics, silog_loss
 from onelora.models.depth_anything import build_depth_anything
 from onelora.tasks.base import FineTuneModule
 from onelora.tasks.depth import DepthModule
@@ -105,3 +105,38 @@ def test_settings_and_errors():
         DepthModule(tiny_model(), dataset="nyu2", **base_kwargs())
     with pytest.raises(ValueError, match="has no max_depth"):
         DepthModule(torch.nn.Conv2d(3, 1, 1), dataset="nyu", output_max_depth=5.0, **base_kwargs())
+
+
+def test_depth_mini_config_counts_and_steps_fast(tmp_path):
+    """conf/model/depth_mini.yaml: the count its comment states, 56 x 56 in and out, a cheap step."""
+    import time
+
+    from hydra import compose, initialize_config_dir
+
+    from onelora.adapters import MethodSpec, inject
+
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = OmegaConf.to_container(compose(config_name="depth_mini"), resolve=True)
+    assert cfg["name"] == "depth_mini" and cfg["pretrained"] is None
+    torch.manual_seed(0)
+    model = build_depth_anything(cfg, load_weights=True)
+    assert sum(p.numel() for p in model.parameters()) == 598_281
+    assert sum(p.numel() for p in model.pretrained.parameters()) == 468_960
+    assert model.pretrained.patch_embed.patch_size == (7, 7) and len(model.pretrained.blocks) == 4
+    report = inject(build_depth_anything(cfg, load_weights=False), MethodSpec(name="onelora", linear="onelora"),
+                    target_sets=cfg["target_sets"], head=cfg["head"])
+    assert report.adapted_layers == 16 and report.trainable_params == 3_456
+    module = DepthModule(model, dataset="nyu", **base_kwargs())
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
+    batch = {"image": torch.randn(32, 3, 56, 56), "depth": torch.rand(32, 1, 56, 56) * 9 + 0.5}
+    batch["mask"] = torch.ones_like(batch["depth"], dtype=torch.bool)
+    cpu = []
+    for step in range(3):
+        start = time.process_time()
+        loss = silog_loss(module(batch["image"]), batch["depth"], batch["mask"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        cpu.append(time.process_time() - start)
+    assert module(batch["image"][:1]).shape == (1, 56, 56)
+    assert min(cpu[1:]) < 1.0, cpu  # ~0.25 s CPU with one thread (CPU time: robust to a busy machine)
