@@ -67,8 +67,8 @@ def test_nyu_layout_is_read_by_the_real_loader(tmp_path):
 def test_kitti_layout_is_read_by_the_real_loader(tmp_path):
     root = ensure_synthetic_depth(tmp_path, "outdoor", "kitti", n_train=4, n_test=2, seed=0, size=SIZE)
     train_list, test_list = SPLIT_FILES["kitti"]
-    dm = SplitFileDepthDataModule(dataset="kitti", root=str(root), train_list=str(root / train_list),
-                                  test_list=str(root / test_list), input_size=SIZE, kb_crop=None, augment=False,
+    dm = SplitFileDepthDataModule(dataset="kitti", root=str(root), train_list=train_list,  # relative: inside root
+                                  test_list=test_list, input_size=SIZE, kb_crop=None, augment=False,
                                   val_fraction=0.25)
     dm.setup()
     sample = dm.test_set[1]

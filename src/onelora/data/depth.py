@@ -426,7 +426,8 @@ class _DepthDataModule(L.LightningDataModule):
 class SplitFileDepthDataModule(_DepthDataModule):
     """NYU Depth v2 or KITTI through the reference's split files.
 
-    Paths in the lists are relative to ``root/image_dir`` and ``root/depth_dir`` (the test list's to
+    ``train_list`` / ``test_list``: absolute, or relative to ``root``. Paths in the lists are
+    relative to ``root/image_dir`` and ``root/depth_dir`` (the test list's to
     ``test_image_dir`` / ``test_depth_dir`` where given). Defaults: NYU both ``root`` itself; KITTI
     ``raw_data`` and ``data_depth_annotated_zoedepth`` (the reference's ``data_path`` / ``gt_path``).
     Lines with ``None`` depth are skipped (``skipped_lines`` counts them).
@@ -483,7 +484,8 @@ class SplitFileDepthDataModule(_DepthDataModule):
             num_workers=num_workers,
         )
         self.root = Path(root).expanduser()
-        self.train_list, self.test_list = Path(train_list).expanduser(), Path(test_list).expanduser()
+        # a relative list path is taken inside root (the synthetic sets keep their lists there)
+        self.train_list, self.test_list = (self.root / Path(p).expanduser() for p in (train_list, test_list))
         image_dir = spec.image_dir if image_dir is None else image_dir
         depth_dir = spec.depth_dir if depth_dir is None else depth_dir
         self.dirs = {
