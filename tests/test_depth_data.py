@@ -253,6 +253,10 @@ def test_snap_size_to_the_patch_grid():
     assert snap_size([480, 640], 14) == (476, 644)
     assert snap_size(56, 7) == (56, 56)
     assert snap_size([3, 60], 14) == (14, 56)
+    dm = DIODEDepthDataModule(root="/nowhere", input_size=None, model_input={"size": 60, "patch_size": 7})
+    assert dm.input_size == (63, 63)  # the model's own patch, from its input block
+    assert DIODEDepthDataModule(root="/nowhere", model_input={"size": 60}).input_size == (56, 56)  # 14 by default
+    assert DIODEDepthDataModule(root="/nowhere", model_input={"size": 60}, patch_size=10).input_size == (60, 60)
 
 
 def test_split_file_parsing(tmp_path):

@@ -9,6 +9,10 @@
   (H,W,1 float metres) and ``<name>_depth_mask.npy``. The reference loader ignores the mask and uses
   only the depth range; ``use_depth_mask=True`` applies it too.
 
+Input size: ``input_size`` (an int for a square, or [h, w]; default the model input block's ``size``),
+each side rounded to a multiple of the model's patch (``patch_size``, else ``model_input.patch_size``,
+else 14). Mean / std: the model input block's (ImageNet's by default).
+
 A sample is ``{"image": (3,h,w) normalised, resized to the model's input, "depth": (1,H,W) metres at
 the ground truth's own resolution, "mask": (1,H,W) bool, min_depth < depth < max_depth}``: the loss
 and the metrics upsample the prediction to the ground truth, as the reference does (its model
@@ -320,7 +324,7 @@ class _DepthDataModule(L.LightningDataModule):
         eval_batch_size: int | None,
         model_input: Mapping[str, Any] | None,
         input_size: int | Sequence[int] | None,
-        patch_size: int,
+        patch_size: int | None,
         kb_crop: Sequence[int] | str | None,
         augment: bool,
         rotate_degrees: float,
@@ -344,7 +348,9 @@ class _DepthDataModule(L.LightningDataModule):
         size = input_size if input_size is not None else model_input.get("size")
         if size is None:
             raise ValueError(f"{type(self).__name__}: no input_size and no model input size")
-        self.input_size = snap_size(size, int(patch_size))
+        # the model's patch: given here, or in its input block (`input.patch_size`), else Depth Anything's 14
+        patch = patch_size if patch_size is not None else model_input.get("patch_size", 14)
+        self.input_size = snap_size(size, int(patch))
         self.mean = tuple(model_input.get("mean", IMAGENET_MEAN))
         self.std = tuple(model_input.get("std", IMAGENET_STD))
         self.kb_crop = spec.kb_crop if kb_crop == "auto" else (tuple(int(s) for s in kb_crop) if kb_crop else None)
@@ -448,7 +454,7 @@ class SplitFileDepthDataModule(_DepthDataModule):
         eval_batch_size: int | None = None,
         model_input: Mapping[str, Any] | None = None,
         input_size: int | Sequence[int] | None = None,
-        patch_size: int = 14,
+        patch_size: int | None = None,
         kb_crop: Sequence[int] | str | None = "auto",
         augment: bool = True,
         rotate_degrees: float = 1.0,
@@ -533,7 +539,7 @@ class DIODEDepthDataModule(_DepthDataModule):
         eval_batch_size: int | None = None,
         model_input: Mapping[str, Any] | None = None,
         input_size: int | Sequence[int] | None = None,
-        patch_size: int = 14,
+        patch_size: int | None = None,
         augment: bool = True,
         rotate_degrees: float = 1.0,
         brightness: Sequence[float] | None = None,
