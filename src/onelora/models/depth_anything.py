@@ -397,3 +397,122 @@ def build_depth_anything(cfg: Mapping[str, Any], *, max_depth: float | None = No
     if load_weights and source:
         load_depth_anything_weights(model, source, load_head=load_head)
     return model
+
+
+# ----------------------------------------------------------------------------------------------
+# Metric-depth checkpoints: their key layouts mapped onto this module's names
+# ----------------------------------------------------------------------------------------------
+#
+# Three released layouts (read from the original code; shapes below for ViT-L):
+#
+# - "dpt": Depth Anything v1's relative checkpoints (depth_anything_vit{s,b,l}14.pth) and
+#   Depth-Anything-V2's metric ones (depth_anything_v2_metric_{hypersim,vkitti}_vit{s,b,l}.pth):
+#   ``pretrained.*`` (DINOv2, block_chunks=0) + ``depth_head.*`` (DPT), exactly our names. V2's metric
+#   head ends in a sigmoid scaled by max_depth (20 m Hypersim, 80 m Virtual KITTI 2), as our
+#   ``depth_output: metric``; V2 taps blocks [4, 11, 17, 23] of ViT-L ([2, 5, 8, 11] for S/B):
+#   ``arch.intermediate_layers``. V2's own train.py saves {"model": DDP state (``module.*``), ...}.
+# - "zoedepth": Depth Anything v1's metric checkpoints (depth_anything_metric_depth_{indoor,outdoor}.pt,
+#   fine-tuned on NYU / KITTI with metric_depth/train_mono.py): ZoeDepth with the DPT model as its
+#   core, saved as {"model": state, "optimizer": None, "epoch": N}: ``core.core.pretrained.*``,
+#   ``core.core.depth_head.*`` plus ZoeDepth's metric-bins head (``conv2``, ``seed_bin_regressor``,
+#   ``seed_projector``, ``projectors.0-3``, ``attractors.0-3``, ``conditional_log_binomial``).
+#   That head holds 478,145 parameters for ViT-L (64 bins, embedding 128, attractors 16/8/4/1,
+#   softplus bin centres; 481,886 with "normed" centres), so the whole ZoeDepth model counts
+#   335,793,794 = 335.79M, not the paper's 335.32M (= the DPT model alone, 335,315,649). Its DPT
+#   output (ReLU) is the relative depth ZoeDepth conditions on, not metres: loaded into our model,
+#   the encoder and DPT neck are the metric-fine-tuned ones and the sigmoid x max_depth output has to
+#   be learned again (the head trains), because the metric-bins head is dropped.
+
+#: Depth-Anything-V2's intermediate blocks per encoder (v1 takes the last four)
+V2_INTERMEDIATE_LAYERS = {"vits": [2, 5, 8, 11], "vitb": [2, 5, 8, 11], "vitl": [4, 11, 17, 23]}
+#: ZoeDepth's metric-bins head: the top-level modules of zoedepth_v1.ZoeDepth besides ``core``
+ZOEDEPTH_HEAD_MODULES = ("conv2", "seed_bin_regressor", "seed_projector", "projectors", "attractors", "conditional_log_binomial")
+ZOEDEPTH_CORE_PREFIX = "core.core."
+
+
+def zoedepth_head_shapes(
+    *,
+    n_bins: int = 64,
+    bin_embedding_dim: int = 128,
+    core_channels: Sequence[int] = (256, 256, 256, 256, 256),
+    n_attractors: Sequence[int] = (16, 8, 4, 1),
+    bin_centers_type: str = "softplus",
+    midas_out: int = 32,
+) -> dict[str, tuple[int, ...]]:
+    """Every tensor of ZoeDepth's metric-bins head with its shape (state-dict names, buffers included).
+
+    From ``zoedepth_v1.ZoeDepth.__init__`` with Depth Anything's config (config_zoedepth.json):
+    ``conv2`` 1x1 on the bottleneck, ``SeedBinRegressor`` (mlp 256), ``Projector``s (mlp 128),
+    ``Attractor``s (mlp 128; 2 outputs per attractor with "normed" centres), and
+    ``ConditionalLogBinomial`` on 32 + 1 channels (bottleneck (33 + embedding) // 2, 4 outputs).
+    """
+    bottleneck, blocks = core_channels[0], list(core_channels[1:])
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def conv(name: str, cin: int, cout: int) -> None:
+        shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (cout, cin, 1, 1), (cout,)
+
+    conv("conv2", bottleneck, bottleneck)
+    conv("seed_bin_regressor._net.0", bottleneck, 256)
+    conv("seed_bin_regressor._net.2", 256, n_bins)
+    conv("seed_projector._net.0", bottleneck, 128)
+    conv("seed_projector._net.2", 128, bin_embedding_dim)
+    for i, channels in enumerate(blocks):
+        conv(f"projectors.{i}._net.0", channels, 128)
+        conv(f"projectors.{i}._net.2", 128, bin_embedding_dim)
+    per_attractor = 2 if bin_centers_type in ("normed", "hybrid1") else 1
+    for i, n in enumerate(n_attractors[: len(blocks)]):
+        conv(f"attractors.{i}._net.0", bin_embedding_dim, 128)
+        conv(f"attractors.{i}._net.2", 128, n * per_attractor)
+    last_in = midas_out + 1  # the 32-channel output features + the relative depth
+    hidden = (last_in + bin_embedding_dim) // 2
+    conv("conditional_log_binomial.mlp.0", last_in + bin_embedding_dim, hidden)
+    conv("conditional_log_binomial.mlp.2", hidden, 4)
+    shapes["conditional_log_binomial.log_binomial_transform.k_idx"] = (1, n_bins, 1, 1)  # buffers
+    shapes["conditional_log_binomial.log_binomial_transform.K_minus_1"] = (1, 1, 1, 1)
+    return shapes
+
+
+def _strip(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix) :]: v for k, v in state.items()}
+    return dict(state)
+
+
+def metric_checkpoint_layout(state: Mapping[str, Any]) -> str:
+    """``"dpt"`` (v1 relative, V2 metric: our names) or ``"zoedepth"`` (v1 metric); else an error."""
+    state = _strip(state, "module.")
+    if any(k.startswith(ZOEDEPTH_CORE_PREFIX) for k in state):
+        return "zoedepth"
+    if any(k.startswith("pretrained.") for k in state) and any(k.startswith("depth_head.") for k in state):
+        return "dpt"
+    shown = ", ".join(sorted(state)[:5])
+    raise ValueError(
+        f"Depth Anything checkpoint: unknown key layout (first keys: {shown}). Supported: the original "
+        f"pretrained.* + depth_head.* (v1 relative, V2 metric) and ZoeDepth's core.core.* (v1 metric_depth); "
+        f"transformers' DepthAnythingForDepthEstimation layout is not supported."
+    )
+
+
+def convert_metric_checkpoint(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A Depth Anything checkpoint's state dict in any supported layout -> this module's names.
+
+    Unwraps ``{"model": state, ...}`` (both metric trainers save that) and a DDP ``module.``
+    prefix; maps ZoeDepth's ``core.core.*`` onto ``pretrained.*`` / ``depth_head.*`` and drops its
+    metric-bins head (see the notes above: it is not part of the paper's 335.32M). A key that fits
+    no known module is an error, so a wrong file cannot half-load.
+    """
+    if "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]
+    state = _strip(state, "module.")
+    if metric_checkpoint_layout(state) == "dpt":
+        return dict(state)
+    out, unknown = {}, []
+    for key, value in state.items():
+        if key.startswith(ZOEDEPTH_CORE_PREFIX):
+            out[key[len(ZOEDEPTH_CORE_PREFIX) :]] = value
+        elif key.split(".", 1)[0] not in ZOEDEPTH_HEAD_MODULES:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f"ZoeDepth checkpoint: keys outside core.core.* and the metric-bins head: {unknown[:5]}")
+    return out
