@@ -178,3 +178,18 @@ def test_results_of_a_contract_run_carry_time_to_best(tmp_path, cifar_root):
     on_disk = results(Path(record["run_dir"]))
     assert on_disk["time"]["time_to_best_s"] <= on_disk["time"]["fit_s"]
     assert on_disk["metric"]["test"] is not None and on_disk["metric"]["test_final"] is not None
+
+
+def test_head_only_trains_the_models_probe_modules_where_it_has_no_task_head(tmp_path):
+    """method=head: a classifier's head; Depth Anything's DPT output layers; LLaMA's lm_head."""
+    from onelora.count import count_parameters_of
+    from onelora.settings import method_settings
+    from onelora.adapters import MethodSpec, AdapterConfigError
+
+    for model, expected in (("depth_anything_l", 36_929), ("llama2_7b", 131_072_000)):
+        cfg = config(tmp_path, f"model={model}", "method=head")
+        out = count_parameters_of(cfg.model, MethodSpec.from_config(method_settings(cfg)))
+        assert out["adapter_params"] == expected and out["head_params"] == 0, (model, out)
+    cfg = config(tmp_path, "model=depth_anything_l", "method=head", "~model.module_sets")
+    with pytest.raises(AdapterConfigError, match="module set 'probe'"):
+        count_parameters_of(cfg.model, MethodSpec.from_config(method_settings(cfg)))

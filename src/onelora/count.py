@@ -15,7 +15,8 @@ def count_parameters_of(model_cfg: Mapping[str, Any], method: MethodSpec, model_
     """The parameter report of ``method`` on the model ``model_cfg`` builds (with the task's ``model_args``)."""
     with torch.device("meta"):
         model = build_model(model_cfg, load_weights=False, **dict(model_args or {}))
-    report = inject(model, method, target_sets=model_cfg["target_sets"], head=model_cfg.get("head") or [])
+    report = inject(model, method, target_sets=model_cfg["target_sets"], head=model_cfg.get("head") or [],
+                    module_sets=model_cfg.get("module_sets") or {})
     return {k: v for k, v in report.summary().items() if k != "method"}
 
 

@@ -191,7 +191,8 @@ def prepare_model(settings: RunSettings, offered: dict[str, Any]) -> tuple[torch
         model = build_model(model_cfg, load_weights=True, **settings.model_args)
     except TypeError as err:
         raise ConfigError(f"task.model_args: {err}") from None
-    report = inject(model, settings.method, target_sets=model_cfg["target_sets"], head=model_cfg.get("head") or [])
+    report = inject(model, settings.method, target_sets=model_cfg["target_sets"], head=model_cfg.get("head") or [],
+                    module_sets=model_cfg.get("module_sets") or {})
     return model, report
 
 

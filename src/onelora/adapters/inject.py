@@ -55,11 +55,13 @@ def inject(
     *,
     target_sets: Mapping[str, Any] | None = None,
     head: Iterable[str] = (),
+    module_sets: Mapping[str, Iterable[str]] | None = None,
 ) -> AdapterReport:
     """Adapt ``model`` in place with ``method``; freeze everything else except the ``head`` modules.
 
     ``target_sets`` maps set names (a method's ``targets``) to include / exclude rules; by default
-    ``linear`` is every ``nn.Linear`` outside the head. Returns the parameter report.
+    ``linear`` is every ``nn.Linear`` outside the head. ``module_sets`` maps names (a method's
+    ``modules``) to module-name regexes whose parameters train in full. Returns the parameter report.
     """
     spec = method if isinstance(method, MethodSpec) else MethodSpec.from_config(method)
     spec.validate()
@@ -104,6 +106,9 @@ def inject(
         for p in norm_params:
             p.requires_grad_(True)
 
+    if spec.modules:
+        _train_module_set(model, spec, dict(module_sets or {}))
+
     for name, module in model.named_modules():
         if name and is_under(name, head):
             for p in module.parameters():
@@ -112,7 +117,23 @@ def inject(
     model.onelora_method = spec  # type: ignore[attr-defined]
     model.onelora_head = head  # type: ignore[attr-defined]
     model.onelora_target_sets = target_sets  # type: ignore[attr-defined]  (save_adapter records them)
+    model.onelora_module_sets = dict(module_sets or {})  # type: ignore[attr-defined]
     return count_parameters(model, head, method=spec.name, layers=adapted)
+
+
+def _train_module_set(model: nn.Module, spec: MethodSpec, module_sets: dict[str, Any]) -> None:
+    if spec.modules not in module_sets:
+        raise AdapterConfigError(
+            f"method '{spec.name}' trains the module set '{spec.modules}', which {type(model).__name__}'s config does "
+            f"not define (model.module_sets has {sorted(module_sets)})"
+        )
+    patterns = list(module_sets[spec.modules] or [])
+    chosen = [m for n, m in model.named_modules() if n and is_under(n, patterns)]
+    if patterns and not chosen:
+        raise AdapterConfigError(f"module set '{spec.modules}' ({patterns}) matches no module of {type(model).__name__}")
+    for module in chosen:
+        for p in module.parameters():
+            p.requires_grad_(True)
 
 
 def count_parameters(

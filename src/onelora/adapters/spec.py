@@ -32,6 +32,9 @@ class MethodSpec:
     targets: str = "linear"
     #: target set for gamma if it differs (LLaMA's DiffFit also scales lm_head); None = ``targets``
     gamma_targets: str | None = None
+    #: name of the model's module set whose modules train in full (``head``'s "probe": the depth
+    #: head's last layers, a causal LM's lm_head; empty for classifiers, whose head always trains)
+    modules: str | None = None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "MethodSpec":
@@ -61,6 +64,7 @@ class MethodSpec:
         """The method's ingredients, e.g. ['onelora', 'bias', 'norms'] (recorded with results)."""
         out = [self.linear] if self.linear else []
         out += [p for p in ("bias", "gamma", "norms", "full") if getattr(self, p)]
+        out += [f"modules:{self.modules}"] if self.modules else []
         return out or ["head"]
 
     def to_dict(self) -> dict[str, Any]:

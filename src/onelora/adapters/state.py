@@ -46,6 +46,7 @@ def save_adapter(
         "method": spec.to_dict(),
         "target_sets": _plain(target_sets) if target_sets is not None else None,
         "head": list(getattr(model, "onelora_head", [])),
+        "module_sets": _plain(getattr(model, "onelora_module_sets", {})),
         "tensors": len(tensors),
         **dict(extra or {}),
     }
@@ -65,7 +66,8 @@ def load_adapter(directory: str | Path, model: nn.Module, *, strict: bool = True
     current: MethodSpec | None = getattr(model, "onelora_method", None)
     _refuse_merged(model, "load_adapter")
     if current is None:
-        inject(model, saved, target_sets=config.get("target_sets") or None, head=config.get("head") or [])
+        inject(model, saved, target_sets=config.get("target_sets") or None, head=config.get("head") or [],
+               module_sets=config.get("module_sets") or {})
     elif current.to_dict() != saved.to_dict():
         raise AdapterConfigError(f"model is adapted with '{current.name}', the checkpoint holds '{saved.name}'")
     tensors = load_file(str(weights_path))
