@@ -185,6 +185,15 @@ def _time_label(rows: list[dict], unit: str) -> str:
     return label + ("; some records: fit time" if "fit" in kinds else "")
 
 
+def _metric_label(rows: list[dict], name: str) -> str:
+    """The y axis of our panel: the best round's test metric, or the final one for older records."""
+    have = [r for r in rows if r.get("ours_n")]
+    older = sum(r.get("ours_older_records") or 0 for r in have)
+    if have and older == sum(r["ours_n"] for r in have):
+        return f"{name}, final weights (older records; mean ± std)"
+    return f"{name}, best validation round (mean ± std)" + ("; some records: final weights" if older else "")
+
+
 def _ours_points(rows: list[dict]) -> list[dict]:
     return [
         {"x": r["ours_time"], "y": r["ours_mean"], "xerr": r["ours_time_std"], "yerr": r["ours_std"],
@@ -222,7 +231,7 @@ def table_figure(table: TableResult) -> plt.Figure:
         where = f"{setting}, " if setting else ""
         ours = _ours_points(rows)
         labels = [(ax_row[0], *_bubbles(ax_row[0], ours, f"ours: {where}{name}", _time_label(rows, unit),
-                 f"{name}, best validation round (mean ± std){'; ' + better if better else ''}", "no runs yet"))]
+                 _metric_label(rows, name) + (f"; {better}" if better else ""), "no runs yet"))]
         _family_legend(ax_row[0], [p["method"] for p in ours])
         if table.is_paper:
             paper, quoted = _paper_points(rows)
