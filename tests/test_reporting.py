@@ -537,7 +537,7 @@ def test_paper_labels():
 
 
 def test_best_three_marking():
-    from onelora.reporting.tables import mark, rank_marks
+    from onelora.reporting.writing import mark, rank_marks
 
     # dense ranks at the printed precision: 98.04 and 98.0 tie for first
     assert rank_marks([97.7, 98.04, 98.0, 96.5, None, 97.9], "max", 1) == [3, 1, 1, None, None, 2]
@@ -650,7 +650,7 @@ def test_plot_error_bars_labels_and_axes(tmp_path):
         x_lo, x_hi = sorted(segments[0].get_segments()[0][:, 0])
         assert x_hi - x_lo == pytest.approx(2 * statistics.stdev([10.0, 11.0]))
         assert "time to best validation round (min)" in ours_ax.get_xlabel()
-        assert "best validation round (mean ± std)" in ours_ax.get_ylabel()
+        assert ours_ax.get_ylabel() == "accuracy (%), higher is better\nbest validation round, mean ± std"
         renderer = fig.canvas.get_renderer()
         boxes = [t.get_window_extent(renderer) for t in ours_ax.texts if t.get_text() in ("BitFit", "VeRA", "1LoRA", "MoRA (1)")]
         assert len(boxes) == 4
@@ -680,5 +680,9 @@ def test_table_s1_ours_beside_the_paper(tmp_path):
     md = (tmp_path / "table_S1_ours.md").read_text()
     assert "| **97.80 ± 0.1414** (n=2) | <u>97.20 ± 0.1414</u> (n=2) | -0.60 |" in md
     assert "| **2.210** (n=1) | <u>2.250</u> (n=1) | +0.040 | **2.203 ± 0.00780** | <u>2.239 ± 0.00890</u> | +0.036 |" in md
+    summary = (tmp_path / "summary.md").read_text()
+    assert ("- ImageNet-21k → CIFAR10 (cifar10, vit_base, accuracy): 1LoRA 97.80 (n=2) vs random 97.20 (n=2), "
+            "random − 1LoRA -0.60; no paper row.") in summary
+    assert "- NYU → KITTI (nyu_to_kitti, depth_anything_l, rmse): " in summary and "paper random − 1LoRA +0.036" in summary
     # onelora_random on CIFAR-10 has no paper row: it also lands in an ours-only table
     assert any(r["method"] == "onelora_random" for t in report.ours_tables for r in t.rows)

@@ -13,16 +13,8 @@ from onelora.reporting import paper as paper_mod
 from onelora.reporting.plots import plot_table
 from onelora.reporting.records import Run
 from onelora.reporting.summary import write_summary
-from onelora.reporting.tables import (
-    PAPER_COLUMNS,
-    TableResult,
-    build_ours_tables,
-    build_paper_table,
-    build_s1_table,
-    RunIndex,
-    write_csv,
-    write_table,
-)
+from onelora.reporting.tables import RunIndex, TableResult, build_ours_tables, build_paper_table, build_s1_table
+from onelora.reporting.writing import PAPER_COLUMNS, write_csv, write_table
 
 
 @dataclass
@@ -62,6 +54,6 @@ def build_report(runs: list[Run], out: str | Path, source: str = "files", plots:
     all_rows = [r for t in paper_tables for r in t.rows]
     report.files.append(write_csv(all_rows, PAPER_COLUMNS, out / "paper_comparison.csv"))
     summary = out / "summary.md"
-    summary.write_text(write_summary(paper_tables, ours_tables, per_table, len(runs), source))
+    summary.write_text(write_summary(paper_tables, ours_tables, per_table, len(runs), source, s1))
     report.files.append(summary)
     return report

@@ -70,6 +70,8 @@ TABLE_NOTES: dict[str, list[str]] = {
         "Paper: Table 2's own printed RMSE and AbsRel (mean ± std over 4 runs), not rebuilt from "
         "Tables S2/S3, which differ in a few cells (LoRA NYU → KITTI RMSE 2.353 here, 2.253 in S3; "
         "All KITTI → NYU 0.210 vs 0.211; DoRA NYU → KITTI 2.345 vs 2.346).",
+        "Table 2 prints no time, memory or parameter count: those columns and the bubble plot's x axis "
+        "take Tables S2/S3's (the same runs).",
     ],
     "S8": ["The paper's DiT results are single runs (no std); time in hours."],
     "S9": ["The paper's parameter counts for ViT-Base are 4x one model's (likely summed over 4 "

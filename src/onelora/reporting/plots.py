@@ -151,7 +151,8 @@ def _memory_bars(ax, rows: list[dict], paper: bool) -> None:
                 used_parts.add(part)
         elif kind == "rss":
             ax.bar(x + offset, r["ours_memory_gb"], width, color="0.85", edgecolor=color, hatch="//")
-            ax.text(x + offset, r["ours_memory_gb"], "RSS", rotation=90, fontsize=6, ha="center", va="bottom")
+            ax.text(x + offset, 0.0, " CPU RSS, not comparable", rotation=90, fontsize=6, ha="center", va="bottom",
+                    clip_on=True)
         else:
             ax.bar(x + offset, r["ours_memory_gb"], width, color=color, alpha=0.8)
     handles = [Patch(facecolor=PART_COLORS[p], label=p) for p in PART_COLORS if p in used_parts]
@@ -190,8 +191,8 @@ def _metric_label(rows: list[dict], name: str) -> str:
     have = [r for r in rows if r.get("ours_n")]
     older = sum(r.get("ours_older_records") or 0 for r in have)
     if have and older == sum(r["ours_n"] for r in have):
-        return f"{name}, final weights (older records; mean ± std)"
-    return f"{name}, best validation round (mean ± std)" + ("; some records: final weights" if older else "")
+        return f"{name}\nfinal weights (older records), mean ± std"
+    return f"{name}\nbest validation round, mean ± std" + (" (some: final weights)" if older else "")
 
 
 def _ours_points(rows: list[dict]) -> list[dict]:
@@ -231,12 +232,13 @@ def table_figure(table: TableResult) -> plt.Figure:
         where = f"{setting}, " if setting else ""
         ours = _ours_points(rows)
         labels = [(ax_row[0], *_bubbles(ax_row[0], ours, f"ours: {where}{name}", _time_label(rows, unit),
-                 _metric_label(rows, name) + (f"; {better}" if better else ""), "no runs yet"))]
+                 _metric_label(rows, f"{name}{', ' + better if better else ''}"), "no runs yet"))]
         _family_legend(ax_row[0], [p["method"] for p in ours])
         if table.is_paper:
             paper, quoted = _paper_points(rows)
             labels.append((ax_row[1], *_bubbles(ax_row[1], paper, f"paper: {where}{name}", f"time ({unit}, as printed)",
-                                                f"{name} (mean ± std over 4 runs)", "no paper values", quoted)))
+                                                f"{name}{', ' + better if better else ''}\nmean ± std over 4 runs",
+                                                "no paper values", quoted)))
             _family_legend(ax_row[1], [p["method"] for p in paper])
             if ours and paper:  # one y scale, so the two panels compare at a glance
                 lo = min(ax_row[0].get_ylim()[0], ax_row[1].get_ylim()[0])

@@ -7,7 +7,8 @@ verdicts, and rank correlations; nothing is claimed for rows we have no runs for
 from __future__ import annotations
 
 from onelora.reporting import stats
-from onelora.reporting.tables import TableResult, fmt_num, markdown_table
+from onelora.reporting.tables import TableResult
+from onelora.reporting.writing import fmt_num, markdown_table
 
 
 def _ranking(rows: list[dict], key: str, direction: str) -> list[str]:
@@ -119,8 +120,10 @@ def write_summary(
     files: dict[str, list[str]],
     n_records: int,
     source: str,
+    s1: TableResult | None = None,
 ) -> str:
-    """The text of ``summary.md``; ``files`` maps a table slug to the files written for it."""
+    """The text of ``summary.md``; ``files`` maps a table slug to the files written for it;
+    ``s1`` is our Table S1 (1LoRA vs random compression), summarised at the end."""
     lines = [
         "# 1LoRA reproduction: our runs vs the paper",
         "",
@@ -153,4 +156,18 @@ def write_summary(
             f"Files: {', '.join(files.get(t.slug, []))}."
         )
     lines.append("")
+    if s1 is not None:
+        lines += ["# Table S1 of ours: 1LoRA vs a random compression vector (table_S1_ours.md)", ""]
+        lines += [s1_line(r) for r in s1.rows] or ["No onelora_random runs yet.", ""]
+        lines.append("")
     return "\n".join(lines)
+
+
+def s1_line(r: dict) -> str:
+    """One setting of our Table S1: which compression scored better, by how much, and the paper's."""
+    dec = r["mean_decimals"]
+    ours = ("no 1LoRA runs" if r["ours_diff"] is None else
+            f"1LoRA {fmt_num(r['ours_onelora_mean'], dec)} (n={r['ours_onelora_n']}) vs random "
+            f"{fmt_num(r['ours_random_mean'], dec)} (n={r['ours_random_n']}), random − 1LoRA {r['ours_diff']:+.{dec}f}")
+    paper = "no paper row" if r["paper_diff"] is None else f"paper random − 1LoRA {r['paper_diff']:+.{dec}f}"
+    return f"- {r['setting']} ({r['task']}, {r['model']}, {r['metric']}): {ours}; {paper}."
