@@ -197,7 +197,9 @@ def markdown(summary: list[dict], full_dir: str | Path, lora_dir: str | Path | N
         f"Full fine-tuning run: `{full_dir}`; LoRA r=1 run: `{lora_dir or '—'}`.", "",
         "Per layer type, averaged over its layers: mean |cos| of every principal direction of W_ft − W0 "
         "with the vector; |cos| with the first (largest) component; and ||ΔW v|| / ||ΔW||_F, the share of "
-        "the update along the vector.", "",
+        "the update along the vector. The mean over all components is close to a random vector's "
+        "expectation by construction (the directions are a basis: their squared cosines with any unit "
+        "vector sum to at most 1); the top component and the share are where the vectors differ.", "",
         "| layer type | layers | k | vector | mean \\|cos\\| | top-1 \\|cos\\| | ‖ΔW v‖ / ‖ΔW‖_F |",
         "|---|---|---|---|---|---|---|",
     ]
