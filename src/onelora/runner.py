@@ -179,8 +179,9 @@ def slurm_info() -> dict[str, str] | None:
     return info or None
 
 
-def prepare_model(settings: RunSettings, offered: dict[str, Any]) -> tuple[torch.nn.Module, AdapterReport]:
-    """The task's model with the run's weights (pre-trained first if the task says so), adapted."""
+def prepare_model(settings: RunSettings, offered: dict[str, Any]) -> tuple[torch.nn.Module, AdapterReport, str | None]:
+    """The task's model with the run's weights (pre-trained first if the task says so), adapted;
+    and where those weights came from."""
     model_cfg = dict(settings.model)
     if settings.task.cfg.get("pretrain") and not model_cfg.get("pretrained"):
         from .pretrain import ensure_pretrained
@@ -193,7 +194,7 @@ def prepare_model(settings: RunSettings, offered: dict[str, Any]) -> tuple[torch
         raise ConfigError(f"task.model_args: {err}") from None
     report = inject(model, settings.method, target_sets=model_cfg["target_sets"], head=model_cfg.get("head") or [],
                     module_sets=model_cfg.get("module_sets") or {})
-    return model, report
+    return model, report, model_cfg.get("pretrained")
 
 
 def train(settings: RunSettings, run_dir: Path, started: float, resume_from: str | None) -> dict[str, Any]:
@@ -205,7 +206,7 @@ def train(settings: RunSettings, run_dir: Path, started: float, resume_from: str
     offered = {"batch_size": settings.batch_per_device, "model_input": settings.model.get("input"), **parts}
     data = build(task.cfg.data, "task.data", offered)
     data.prepare_data()  # a missing dataset stops the run here, before any weights are fetched
-    model, report = prepare_model(settings, offered)
+    model, report, weights_from = prepare_model(settings, offered)
     module = build(task.cfg.module, "task.module", offered, model=model, optimizer=settings.optimizer(),
                    scheduler=settings.scheduler(), metric=task.metric.as_dict(),
                    lr_scales=plain(task.cfg.get("lr_scales") or {}))
@@ -241,6 +242,7 @@ def train(settings: RunSettings, run_dir: Path, started: float, resume_from: str
         memory={**peak_memory(), "model_bytes": dict(memory.bytes)},
         params={k: v for k, v in report.summary().items() if k != "method"},
         lr=settings.lr,
+        pretrained_from=weights_from,  # the base weights (a hub id, a file, the cached source-task weights)
         world_size=trainer.world_size,
         global_step=trainer.global_step,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -57,14 +57,15 @@ def adapter_tensors(run_dir: str | Path) -> dict[str, torch.Tensor]:
 
 
 def base_weights_path(run_dir: str | Path, override: str | Path | None = None) -> Path:
-    """The base weights the run started from: ``override``, else ``config.model.pretrained``."""
+    """The base weights the run started from: ``override``, else the record's ``pretrained_from``
+    (the cached source-task weights of a pre-training task), else ``config.model.pretrained``."""
     if override is not None:
         path = Path(override)
         if not path.is_file():
             raise RunDirError(f"base weights {path} not found (--base)")
         return path
     record = read_record(run_dir)
-    named = ((record.get("config") or {}).get("model") or {}).get("pretrained")
+    named = record.get("pretrained_from") or ((record.get("config") or {}).get("model") or {}).get("pretrained")
     if not named:
         raise RunDirError(
             f"{Path(run_dir) / RESULTS}: config.model.pretrained is empty, so the base weights are unknown; "
