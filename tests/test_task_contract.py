@@ -19,6 +19,7 @@ builder: toy_task.build_mlp
 pretrained: null
 arch: {hidden: 32}
 head: ['out']
+module_sets: {probe: []}
 target_sets:
   linear: {include: [all-linear]}
 method_overrides: {}
@@ -193,3 +194,22 @@ def test_head_only_trains_the_models_probe_modules_where_it_has_no_task_head(tmp
     cfg = config(tmp_path, "model=depth_anything_l", "method=head", "~model.module_sets")
     with pytest.raises(AdapterConfigError, match="module set 'probe'"):
         count_parameters_of(cfg.model, MethodSpec.from_config(method_settings(cfg)))
+
+
+def test_eval_mode_records_the_model_as_loaded(toy_home):
+    """mode=eval (the un-adapted source model of a transfer): validated and tested, not trained,
+    and the record says so."""
+    from onelora.config import ConfigError
+
+    home, searchpath = toy_home
+    whole = ("~model.head", "+model.head=[]", "run_tag=_whole")  # pre-trained with its output layer, kept
+    record = run_inprocess(home, searchpath, "task=toy", "method=none", "mode=eval", *whole)
+    m = record["metric"]
+    assert record["status"] == "completed" and record["trained"] is False and record["global_step"] == 0
+    assert record["method"] == "unadapted" and record["params"]["trainable_params"] == 0
+    assert m["best_val"] == m["final_val"] > 0 and m["test"] == m["test_final"] > 0 and m["best_epoch"] is None
+    assert not (Path(record["run_dir"]) / "adapter").exists()
+    trained = run_inprocess(home, searchpath, "task=toy", "method=full", *whole)
+    assert trained["metric"]["test"] < m["test"]  # fine-tuning the pre-trained model helps on the shifted target
+    with pytest.raises(ConfigError, match="trains nothing.*mode=eval"):
+        run_inprocess(home, searchpath, "task=toy", "method=none", *whole)

@@ -214,16 +214,21 @@ def train(settings: RunSettings, run_dir: Path, started: float, resume_from: str
     best = BestMetric(task.metric.as_dict(), stats)
     memory = ModelMemory()
     trainer, loggers, best_ckpt = build_trainer(settings, run_dir, [stats, best, memory])
-    if resume_from:
-        print(f"Resuming from {resume_from}", flush=True)
-    trainer.fit(module, datamodule=data, ckpt_path=resume_from)
-    if trainer.global_step == 0:
-        raise RuntimeError("trained 0 optimizer steps (check trainer.max_steps / limit_train_batches and the "
-                           "training set's size): the weights are the initial ones, so there is no result")
-    fitted = {k: float(v) for k, v in trainer.callback_metrics.items()}  # tests replace them
+    evaluating = settings.mode == "eval"
+    if evaluating:  # the weights as they are (the un-adapted source model): one validation round, then test
+        fitted = {k: float(v) for k, v in (trainer.validate(module, datamodule=data, verbose=False) or [{}])[0].items()}
+        best.best = best.last = fitted.get(task.metric.val_key)
+    else:
+        if resume_from:
+            print(f"Resuming from {resume_from}", flush=True)
+        trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+        if trainer.global_step == 0:
+            raise RuntimeError("trained 0 optimizer steps (check trainer.max_steps / limit_train_batches and the "
+                               "training set's size): the weights are the initial ones, so there is no result")
+        fitted = {k: float(v) for k, v in trainer.callback_metrics.items()}  # tests replace them
     test_started = time.perf_counter()
-    final = _test(trainer, module, data, None) if task.cfg.get("test_final", True) else {}
-    best_path = best_ckpt.best_model_path or None  # none when no validation round ran
+    final = _test(trainer, module, data, None) if task.cfg.get("test_final", True) or evaluating else {}
+    best_path = None if evaluating else best_ckpt.best_model_path or None  # none when no validation round ran
     at_best = _test(trainer, module, data, best_path) if best_path or not final else final
     test_s = time.perf_counter() - test_started
 
@@ -243,6 +248,7 @@ def train(settings: RunSettings, run_dir: Path, started: float, resume_from: str
         params={k: v for k, v in report.summary().items() if k != "method"},
         lr=settings.lr,
         pretrained_from=weights_from,  # the base weights (a hub id, a file, the cached source-task weights)
+        trained=not evaluating,  # mode=eval: evaluated as loaded, no training
         world_size=trainer.world_size,
         global_step=trainer.global_step,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -250,9 +256,10 @@ def train(settings: RunSettings, run_dir: Path, started: float, resume_from: str
     if trainer.is_global_zero:
         if hasattr(module, "artifacts"):  # predictions, sample grids, answers: from the best weights
             module.artifacts(run_dir, data)
-        save_adapter(run_dir / "adapter", model, target_sets=settings.model["target_sets"],
-                     extra={"model": cfg.model.name, "task": cfg.task.name, "seed": settings.seed,
-                            "weights": "best validation round" if best_path else "final"})
+        if not evaluating:
+            save_adapter(run_dir / "adapter", model, target_sets=settings.model["target_sets"],
+                         extra={"model": cfg.model.name, "task": cfg.task.name, "seed": settings.seed,
+                                "weights": "best validation round" if best_path else "final"})
         record["time"]["total_s"] = stats.times()["total_s"]
         write_json_atomic(run_dir / RESULTS_NAME, record)
         for logger in loggers:

@@ -55,7 +55,7 @@ class RunSettings:
     def from_config(cls, cfg: DictConfig) -> "RunSettings":
         """Parse and check the whole config; a bad value raises ConfigError naming its key."""
         mode = cfg.get("mode")
-        check(mode in ("train", "count"), "mode", f"must be 'train' or 'count', got {mode!r}")
+        check(mode in ("train", "count", "eval"), "mode", f"must be 'train', 'eval' or 'count', got {mode!r}")
         seed = as_int(cfg.get("seed"), "seed", minimum=0)
         tag = str(cfg.get("run_tag") or "")
         check(bool(RUN_TAG.fullmatch(tag)) and ".." not in tag, "run_tag",
@@ -67,6 +67,9 @@ class RunSettings:
         if mode == "count":
             return cls(cfg, mode, seed, method, model, task, None, None, 1)
         task.check()
+        trains = method.wraps_linears or method.norms or method.full or method.modules or model.get("head")
+        check(bool(trains) or mode == "eval", "method",
+              f"'{method.name}' trains nothing on model '{cfg.model.name}'; evaluate it as loaded with mode=eval")
         lr = learning_rate(cfg)
         world = world_size(cfg)
         settings = cls(cfg, mode, seed, method, model, task, lr, per_device_batch(cfg, world), world)
@@ -117,6 +120,11 @@ def _method_spec(cfg: DictConfig) -> MethodSpec:
         if name and (settings.get("linear") or settings.get("bias") or settings.get("gamma")):
             check(name in target_sets, f"method.{key}",
                   f"model '{cfg.model.name}' has no target set {name!r}; it has {list(target_sets)}")
+    modules = settings.get("modules")
+    module_sets = cfg.model.get("module_sets") or {}
+    check(not modules or modules in module_sets, "model.module_sets",
+          f"method '{settings['name']}' trains the module set {modules!r}, which model '{cfg.model.name}' does not "
+          f"define (it has {sorted(module_sets)}); add e.g. `module_sets: {{{modules}: [<module regex>]}}` to its YAML")
     options = settings.get("options") or {}
     if "r" in options:
         check(as_int(options["r"], "method.options.r") >= 1, "method.options.r", f"rank must be >= 1, got {options['r']}")
