@@ -9,7 +9,7 @@ source ?= files        # make reproduce-tables source=wandb [project=onelora ent
 project ?= onelora
 entity ?=
 
-.PHONY: install run test lint test-slow test-slurm bench reproduce-tables reproduce-mini count-paper clean
+.PHONY: install run test test-e2e test-slow test-slurm test-all lint bench reproduce-tables reproduce-mini reproduce-s1 analysis count-paper clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
@@ -22,14 +22,19 @@ install: $(STAMP)  ## create .venv and install onelora with its dev extra
 run: $(STAMP)  ## the embedded default experiment (digits, 1LoRA) on the CPU
 	$(PY) run.py
 
-test: $(STAMP)  ## the default test suite (fast, CPU)
+test: $(STAMP)  ## the default tier: units, adapters, counts, in-process runs (< 6 min on 2 cores)
 	$(PY) -m pytest -q
+
+test-e2e: $(STAMP)  ## run.py in subprocesses: every experiment grid on its tiny twin, resume, DDP, wandb, SIGTERM
+	$(PY) -m pytest -q -m e2e
+
+test-slow: $(STAMP)  ## longer runs (real-width measurements); "no tests" is not a failure
+	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
+
+test-all: test test-e2e test-slow  ## every tier but SLURM (CI runs SLURM too: .ci/run)
 
 lint: $(STAMP)  ## pyflakes-level checks (unused imports, undefined names)
 	$(PY) -m ruff check --select F,E9 src tests run.py
-
-test-slow: $(STAMP)  ## longer end-to-end tests
-	$(PY) -m pytest -q -m slow
 
 test-slurm: $(STAMP)  ## a real one-node SLURM on localhost (root, Debian packages), then the SLURM sweep tests
 	slurm/local_cluster.sh install

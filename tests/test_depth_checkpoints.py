@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
+from onelora.models.weights import read_state_dict
 from onelora.models.depth_anything import (
     DepthAnything,
     build_depth_anything,
     convert_metric_checkpoint,
     metric_checkpoint_layout,
-    read_state_dict,
     zoedepth_head_shapes,
 )
 

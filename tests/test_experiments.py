@@ -9,6 +9,8 @@ import pytest
 
 from runs import DIGITS_FAST, ROOT, results, run_cli, twin
 
+pytestmark = pytest.mark.e2e  # subprocess runs of run.py: make test-e2e
+
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
 QUICK = ("seed=0", "task.epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
          "trainer.limit_test_batches=2")

@@ -176,6 +176,7 @@ def test_embedded_default_beats_chance_and_the_head_only_baseline(digits_home):
     assert len(cached) == 1 and cached[0].with_suffix(".json").is_file()
 
 
+@pytest.mark.e2e
 def test_run_py_with_no_arguments_runs_the_default(digits_home):
     proc = run_cli(digits_home, *DIGITS_FAST, "seed=1")
     out = proc.stdout

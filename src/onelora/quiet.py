@@ -5,17 +5,26 @@ from __future__ import annotations
 import logging
 import warnings
 
+#: Lightning's start-up and restore notices: true, but they crowd out the run's own summary
+QUIET_INFO = (
+    "GPU available:", "TPU available:", "HPU available:", "Loading `train_dataloader` to estimate",
+    "Restoring states from the checkpoint path", "Loaded model weights from the checkpoint",
+    "Restored all states from the checkpoint",
+)
+
 NOISE = (
     r"The `srun` command is available on your system but is not used",  # Lightning, on SLURM login nodes
     r".*isinstance\(treespec, LeafSpec\)",  # torch pytree deprecation inside Lightning
     r".*does not have many workers which may be a bottleneck",  # tiny in-memory datasets
     r".*The number of training batches \(\d+\) is smaller than the logging interval",
+    r"Checkpoint directory .* exists and is not empty",  # a resumed run writes into its own checkpoints
 )
 
 
 class _DropTips(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return "💡 Tip" not in record.getMessage()
+        message = record.getMessage()
+        return "💡 Tip" not in message and not (record.levelno <= logging.INFO and message.startswith(QUIET_INFO))
 
 
 _TIPS = _DropTips()
