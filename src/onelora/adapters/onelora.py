@@ -8,10 +8,13 @@ compressed input ``s = c^T x``, so the fused implementation keeps ``s`` for back
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
-from .base import AdditiveAdapter, AdapterConfigError, register
+from .base import AdditiveAdapter, AdapterConfigError, apply_autocast, autocast_off, register
 
 
 class _OneLoRAFunction(torch.autograd.Function):
@@ -22,40 +25,51 @@ class _OneLoRAFunction(torch.autograd.Function):
     work is the sum over features. Backward takes ``grad_x = g (W + b c^T)`` either through the
     merged weight (rebuilt, never kept: ``d k`` work) or as ``g W + (g b) c^T`` (``tokens (k + d)``
     work), whichever is smaller for the layer and batch.
+
+    Mixed precision: everything runs in ``x``'s dtype (``apply_autocast`` casts ``x`` as autocast
+    casts a linear layer's input); the parameters come in their own dtype and are cast here, the
+    float32 weight itself (not a bf16 copy) is what backward keeps. Every matmul casts its operands
+    to one dtype, and the in-place one to its destination's, so the function also survives ops cast
+    one by one (CUDA autocast casts ``addr`` but not ``outer``, ``sum`` to float32, ...).
+    The backward is first-order only (``once_differentiable``).
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, b, c):
+        dtype = x.dtype
         x2 = x.reshape(-1, x.shape[-1])
-        s = x2.sum(-1) if c is None else x2 @ c.to(x2.dtype)
-        bd = b.to(x2.dtype)
-        y = torch.outer(s, bd) if bias is None else torch.addr(bias.to(x2.dtype), s, bd)
-        y.addmm_(x2, weight.to(x2.dtype).t())
+        s = x2.sum(-1) if c is None else x2 @ c.to(dtype)
+        bd = b.to(dtype)
+        y = torch.outer(s.to(dtype), bd) if bias is None else torch.addr(bias.to(dtype), s.to(dtype), bd)
+        y.addmm_(x2.to(y.dtype), weight.to(y.dtype).t())
         ctx.save_for_backward(s, weight, b, c)
         ctx.x_shape = x.shape
         ctx.bias_dtype = None if bias is None else bias.dtype
         return y.view(*x.shape[:-1], y.shape[-1])
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         s, weight, b, c = ctx.saved_tensors
-        g = grad_out.reshape(-1, grad_out.shape[-1])
         grad_x = grad_bias = grad_b = None
-        if ctx.needs_input_grad[0]:
-            tokens, (d, k) = g.shape[0], weight.shape
-            w, bg = weight.to(g.dtype), b.to(g.dtype)
-            if 2 * d * k < tokens * (d + k):  # through the merged weight W + b c^T
-                merged = w + bg[:, None] if c is None else torch.addr(w, bg, c.to(g.dtype))
-                grad_x = g @ merged
-            else:
-                u = g @ bg  # (tokens,): the gradient of the compressed input
-                ones_or_c = u[:, None].expand(tokens, k) if c is None else torch.outer(u, c.to(g.dtype))
-                grad_x = torch.addmm(ones_or_c, g, w)
-            grad_x = grad_x.view(ctx.x_shape)
-        if ctx.needs_input_grad[2]:
-            grad_bias = g.sum(0).to(ctx.bias_dtype)
-        if ctx.needs_input_grad[3]:
-            grad_b = (g.t() @ s.to(g.dtype)).to(b.dtype)
+        with autocast_off(grad_out.device.type):
+            g = grad_out.reshape(-1, grad_out.shape[-1])
+            dtype = g.dtype
+            if ctx.needs_input_grad[0]:
+                tokens, (d, k) = g.shape[0], weight.shape
+                w, bg = weight.to(dtype), b.to(dtype)
+                if 2 * d * k < tokens * (d + k):  # through the merged weight W + b c^T
+                    merged = w + bg[:, None] if c is None else torch.addr(w, bg, c.to(dtype))
+                    grad_x = g @ merged.to(dtype)
+                else:
+                    u = g @ bg  # (tokens,): the gradient of the compressed input
+                    ones_or_c = u[:, None].expand(tokens, k) if c is None else torch.outer(u, c.to(u.dtype))
+                    grad_x = torch.addmm(ones_or_c.to(dtype), g, w)
+                grad_x = grad_x.view(ctx.x_shape)
+            if ctx.needs_input_grad[2]:
+                grad_bias = g.sum(0).to(ctx.bias_dtype)
+            if ctx.needs_input_grad[3]:
+                grad_b = (g.t() @ s.to(dtype)).to(b.dtype)
         return grad_x, None, grad_bias, grad_b, None
 
 
@@ -71,12 +85,22 @@ class OneLoRALinear(AdditiveAdapter):
     adapter_tensor_names = ("onelora_b",)
     implementations = ("fused", "autograd")
 
-    def __init__(self, base_layer: nn.Linear, *, impl: str = "fused", **kwargs):
+    def __init__(self, base_layer: nn.Module, *, impl: str = "fused", **kwargs):
         super().__init__(base_layer, **kwargs)
-        if impl not in self.implementations:
-            raise AdapterConfigError(f"onelora impl must be one of {self.implementations}, got {impl!r}")
+        self.check_impl(impl)
         self.impl = impl
         self.onelora_b = nn.Parameter(self._zeros(self.out_features))
+
+    @classmethod
+    def check_impl(cls, impl: Any) -> None:
+        if impl not in cls.implementations:
+            raise AdapterConfigError(f"{cls.kind} impl must be one of {cls.implementations}, got {impl!r}")
+
+    @classmethod
+    def check_options(cls, **options: Any) -> None:
+        super().check_options(**options)
+        if "impl" in options:
+            cls.check_impl(options["impl"])
 
     def compression(self) -> torch.Tensor | None:
         """The fixed compression vector ``c``; ``None`` means all ones (a plain sum)."""
@@ -85,9 +109,10 @@ class OneLoRALinear(AdditiveAdapter):
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.compression()
         if self.impl == "fused" and not self.base_layer.weight.requires_grad:
-            return _OneLoRAFunction.apply(x, self.base_layer.weight, self.base_layer.bias, self.onelora_b, c)
+            return apply_autocast(_OneLoRAFunction, x, self.weight, self.base_layer.bias, self.onelora_b, c)
         s = x.sum(-1, keepdim=True) if c is None else x @ c[:, None].to(x.dtype)
-        return self.base_layer(x) + s * self.onelora_b.to(x.dtype)
+        y = self.base_layer(x)
+        return y + s.to(y.dtype) * self.onelora_b.to(y.dtype)  # in y's dtype: bf16 under autocast
 
     def delta_weight(self) -> torch.Tensor:
         c = self.compression()
@@ -106,7 +131,7 @@ class RandomOneLoRALinear(OneLoRALinear):
 
     adapter_tensor_names = ("onelora_b", "onelora_c")
 
-    def __init__(self, base_layer: nn.Linear, *, seed: int = 0, layer_index: int = 0, **kwargs):
+    def __init__(self, base_layer: nn.Module, *, seed: int = 0, layer_index: int = 0, **kwargs):
         super().__init__(base_layer, layer_index=layer_index, **kwargs)
         generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(layer_index))
         c = torch.randn(self.in_features, generator=generator)
