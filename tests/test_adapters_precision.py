@@ -23,6 +23,8 @@ from onelora.adapters.onelora import _OneLoRAFunction
 
 KINDS = ["none", "onelora", "onelora_random", "lora", "vera", "dora", "mora1", "mora6"]
 BF16 = torch.bfloat16
+#: CPU autocast here; CUDA autocast (its own casting rules) where a GPU is present
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"))]
 
 
 class EmulatedCudaAutocast(TorchFunctionMode):
@@ -85,7 +87,7 @@ def grads_of(layer: nn.Module, x: torch.Tensor, weights: torch.Tensor, *, autoca
     layer.zero_grad(set_to_none=True)
     xi = x.clone().requires_grad_(True)
     torch.manual_seed(seed)  # the same dropout mask in both runs
-    with torch.autocast("cpu", dtype=BF16, enabled=autocast):
+    with torch.autocast(x.device.type, dtype=BF16, enabled=autocast):
         y = layer(xi)
     (y.float() * weights).sum().backward()
     grads = {n: p.grad for n, p in layer.named_parameters() if p.requires_grad}
@@ -124,12 +126,13 @@ CASES = [(k, {}) for k in KINDS] + [
 ]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind,options", CASES, ids=[f"{k}-{'-'.join(f'{a}={b}' for a, b in o.items())}" for k, o in CASES])
-def test_every_kind_follows_cpu_autocast(kind, options):
-    layer = make_layer(kind, **options).train()
-    x = torch.randn(3, 5, 32, generator=torch.Generator().manual_seed(2))
-    weights = torch.randn(3, 5, 24, generator=torch.Generator().manual_seed(3))
-    with torch.autocast("cpu", dtype=BF16):
+def test_every_kind_follows_autocast(kind, options, device):
+    layer = make_layer(kind, **options).train().to(device)
+    x = torch.randn(3, 5, 32, generator=torch.Generator().manual_seed(2)).to(device)
+    weights = torch.randn(3, 5, 24, generator=torch.Generator().manual_seed(3)).to(device)
+    with torch.autocast(device, dtype=BF16):
         plain_dtype = layer.base_layer(x).dtype  # what nn.Linear returns under the same autocast
     assert plain_dtype == BF16
 
@@ -148,23 +151,26 @@ def test_every_kind_follows_cpu_autocast(kind, options):
         assert cosine(grad, g32[name]) > 0.99, f"{name}: cosine {cosine(grad, g32[name]):.4f}"
 
 
-def test_issue_reproduction_dora_backward_under_autocast():
+@pytest.mark.parametrize("device", DEVICES)
+def test_issue_reproduction_dora_backward_under_autocast(device):
     """Issue 14 item 1, as reported: DoRA's backward under bf16 autocast."""
     for keep_output in (False, True):
         for bias in (False, True):
-            layer = ADAPTER_KINDS["dora"](nn.Linear(32, 24, bias=bias), r=2, keep_output=keep_output)
-            with torch.autocast("cpu", dtype=BF16):
-                y = layer(torch.randn(4, 32))
+            layer = ADAPTER_KINDS["dora"](nn.Linear(32, 24, bias=bias), r=2, keep_output=keep_output).to(device)
+            with torch.autocast(device, dtype=BF16):
+                y = layer(torch.randn(4, 32, device=device))
             y.float().sum().backward()
             assert layer.lora_B.grad is not None and layer.lora_B.grad.dtype == torch.float32
             assert layer.dora_magnitude.grad is not None
 
 
-def test_fused_onelora_returns_what_linear_returns_under_autocast():
-    """Issue 14 item 2: the fused 1LoRA runs the frozen matmul in the autocast dtype, as nn.Linear."""
-    layer = ADAPTER_KINDS["onelora"](nn.Linear(32, 24))
-    x = torch.randn(4, 32)
-    with torch.autocast("cpu", dtype=BF16):
+@pytest.mark.parametrize("device", DEVICES)
+def test_fused_onelora_returns_what_linear_returns_under_autocast(device):
+    """Issue 14 item 2: the fused 1LoRA runs the frozen matmul in the autocast dtype, as nn.Linear
+    (on CUDA, with a bias, the old function crashed: addr cast to bf16, then addmm_ with fp32)."""
+    layer = ADAPTER_KINDS["onelora"](nn.Linear(32, 24)).to(device)
+    x = torch.randn(4, 32, device=device)
+    with torch.autocast(device, dtype=BF16):
         y = layer(x)
         expected = layer.base_layer(x)
     assert "_OneLoRAFunction" in type(y.grad_fn).__name__ or y.grad_fn is None
@@ -172,26 +178,50 @@ def test_fused_onelora_returns_what_linear_returns_under_autocast():
     torch.testing.assert_close(y, expected)  # b = 0 at initialisation: exactly the linear's output
 
 
-def test_autocast_keeps_bf16_activations_not_weight_copies():
-    """Under autocast the fused functions keep bf16 activations and no cast copy of the weight."""
-    for kind in ("onelora", "dora"):
-        layer = make_layer(kind)
-        saved: list[torch.Tensor] = []
+def _kept(fn) -> list[torch.Tensor]:
+    """The tensors autograd keeps for backward while ``fn()`` runs (parameters included)."""
+    saved: list[torch.Tensor] = []
 
-        def pack(t):
-            saved.append(t.detach())
-            return t.detach()
+    def pack(t):
+        saved.append(t.detach())
+        return t.detach()
 
-        x = torch.randn(6, 32, requires_grad=True)
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            with torch.autocast("cpu", dtype=BF16):
-                y = layer(x)
-        params = {p.data_ptr() for p in layer.parameters()}
-        kept = [t for t in saved if t.data_ptr() not in params]
-        per_token = [t for t in kept if t.dim() >= 1 and t.shape[0] == 6]
-        assert per_token and all(t.dtype == BF16 for t in per_token), [(tuple(t.shape), t.dtype) for t in kept]
-        assert not any(t.shape == layer.weight.shape for t in kept), f"{kind} keeps a copy of W"
-        y.float().sum().backward()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    out.float().sum().backward()
+    return saved
+
+
+def test_autocast_keeps_what_bitfit_keeps_plus_one_value_per_token():
+    """Under bf16 autocast, BitFit's nn.Linear keeps its bf16 weight copy for x's gradient; the
+    fused 1LoRA keeps that same copy plus one bf16 sum per token; DoRA keeps bf16 activations
+    (x and A x) and no weight copy (it rebuilds the weight in backward, as without autocast)."""
+    tokens = 6
+    x = torch.randn(tokens, 32, requires_grad=True)
+    bitfit = make_layer("none", train_bias=True)
+    with torch.autocast("cpu", dtype=BF16):
+        kept_bitfit = _kept(lambda: bitfit(x))
+    params = {p.data_ptr() for p in bitfit.parameters()}
+    bitfit_bytes = sum(t.numel() * t.element_size() for t in kept_bitfit if t.data_ptr() not in params)
+    assert bitfit_bytes == 24 * 32 * 2  # the bf16 weight copy
+
+    one = make_layer("onelora", train_bias=True)
+    with torch.autocast("cpu", dtype=BF16):
+        kept = _kept(lambda: one(x))
+    params = {p.data_ptr() for p in one.parameters()}
+    extra = [t for t in kept if t.data_ptr() not in params]
+    assert sorted((tuple(t.shape), t.dtype) for t in extra) == [((tokens,), BF16), ((24, 32), BF16)]
+    without = _kept(lambda: one(x))  # and without autocast: the weight itself, no copy
+    assert [tuple(t.shape) for t in without if t.data_ptr() not in params] == [(tokens,)]
+
+    dora = make_layer("dora")
+    with torch.autocast("cpu", dtype=BF16):
+        kept = _kept(lambda: dora(x))
+    params = {p.data_ptr() for p in dora.parameters()}
+    per_token = [t for t in kept if t.data_ptr() not in params and t.dim() >= 1 and t.shape[0] == tokens]
+    assert sorted(tuple(t.shape) for t in per_token) == [(tokens, 2), (tokens, 32)]
+    assert all(t.dtype == BF16 for t in per_token)
+    assert not any(t.shape == dora.weight.shape for t in kept if t.data_ptr() not in params), "DoRA keeps a copy of W"
 
 
 # ------------------------------------------------------------------------------------------------

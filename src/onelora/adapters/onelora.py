@@ -27,10 +27,12 @@ class _OneLoRAFunction(torch.autograd.Function):
     work), whichever is smaller for the layer and batch.
 
     Mixed precision: everything runs in ``x``'s dtype (``apply_autocast`` casts ``x`` as autocast
-    casts a linear layer's input); the parameters come in their own dtype and are cast here, the
-    float32 weight itself (not a bf16 copy) is what backward keeps. Every matmul casts its operands
-    to one dtype, and the in-place one to its destination's, so the function also survives ops cast
-    one by one (CUDA autocast casts ``addr`` but not ``outer``, ``sum`` to float32, ...).
+    casts a linear layer's input); the parameters come in their own dtype and are cast here. Under
+    autocast, backward keeps the bf16 copy of the weight that ``nn.Linear`` under autocast keeps
+    too (BitFit's cost; without autocast it is the weight itself, no copy), so backward does not
+    cast the weight again. Every matmul casts its operands to one dtype, and the in-place one to
+    its destination's, so the function also survives ops cast one by one (CUDA autocast casts
+    ``addr`` but not ``outer``, ``sum`` to float32, ...).
     The backward is first-order only (``once_differentiable``).
     """
 
@@ -41,8 +43,9 @@ class _OneLoRAFunction(torch.autograd.Function):
         s = x2.sum(-1) if c is None else x2 @ c.to(dtype)
         bd = b.to(dtype)
         y = torch.outer(s.to(dtype), bd) if bias is None else torch.addr(bias.to(dtype), s.to(dtype), bd)
-        y.addmm_(x2.to(y.dtype), weight.to(y.dtype).t())
-        ctx.save_for_backward(s, weight, b, c)
+        w = weight.to(y.dtype)  # the weight itself, or (under autocast) the copy nn.Linear would make
+        y.addmm_(x2.to(y.dtype), w.t())
+        ctx.save_for_backward(s, w, b, c)
         ctx.x_shape = x.shape
         ctx.bias_dtype = None if bias is None else bias.dtype
         return y.view(*x.shape[:-1], y.shape[-1])
