@@ -76,25 +76,31 @@ def autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
     """The dtype autocast would run a linear layer on ``x`` in, or None where autocast is off
     (or does not apply: float64 and non-float tensors, devices without autocast)."""
     device_type = x.device.type
-    if not torch.amp.is_autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
+    try:
+        if not torch.is_autocast_enabled(device_type):
+            return None
+    except RuntimeError:  # a device type autocast does not know (meta, ...)
         return None
     if not x.is_floating_point() or x.dtype == torch.float64:
         return None
     return torch.get_autocast_dtype(device_type)
 
 
-def apply_autocast(function: type[torch.autograd.Function], x: torch.Tensor, *args: Any) -> torch.Tensor:
+def apply_autocast(function: type[torch.autograd.Function], x: torch.Tensor, *args: Any, isolate: bool = True) -> torch.Tensor:
     """Run a custom autograd function on ``x`` the way autocast runs ``nn.Linear``.
 
     This is ``torch.amp.custom_fwd(cast_inputs=<the autocast dtype>)`` for whichever device ``x``
     is on, except that only the activation ``x`` is cast: the function receives the parameters in
-    their own dtype, casts the weight-sized operands itself and keeps the parameters (not cast
-    copies, which would cost a weight-sized tensor per layer) for backward. Inside, autocast is
-    off; the functions' backwards switch it off too (``autocast_off``), as ``custom_bwd`` does.
+    their own dtype and casts the weight-sized operands itself (DoRA computes its weight norm in
+    them, as peft does). ``isolate``: run it with autocast off, as ``custom_fwd`` does (its backward
+    then switches autocast off too, with ``autocast_off``, as ``custom_bwd`` does); a function whose
+    every op casts its own operands may skip that and save a context switch per layer.
     """
     dtype = autocast_dtype(x)
     if dtype is None:
         return function.apply(x, *args)
+    if not isolate:
+        return function.apply(x.to(dtype), *args)
     with torch.autocast(x.device.type, enabled=False):
         return function.apply(x.to(dtype), *args)
 
@@ -113,7 +119,6 @@ def autocast_off(device_type: str) -> Iterator[None]:
 # option checks that need no model
 # ------------------------------------------------------------------------------------------------
 
-#: options whose value ranges are the same for every kind that takes them
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) or (isinstance(v, float) and v.is_integer())
 
@@ -122,6 +127,7 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
+#: options whose value ranges are the same for every kind that takes them
 COMMON_OPTION_RULES: dict[str, tuple[Any, str]] = {
     "r": (lambda v: _is_int(v) and int(v) >= 1, "an integer >= 1"),
     "alpha": (_is_number, "a finite number"),

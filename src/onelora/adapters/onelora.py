@@ -14,7 +14,9 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .base import AdditiveAdapter, AdapterConfigError, apply_autocast, autocast_off, register
+from torch.nn import functional as F
+
+from .base import AdditiveAdapter, AdapterConfigError, apply_autocast, register
 
 
 class _OneLoRAFunction(torch.autograd.Function):
@@ -26,14 +28,13 @@ class _OneLoRAFunction(torch.autograd.Function):
     merged weight (rebuilt, never kept: ``d k`` work) or as ``g W + (g b) c^T`` (``tokens (k + d)``
     work), whichever is smaller for the layer and batch.
 
-    Mixed precision: everything runs in ``x``'s dtype (``apply_autocast`` casts ``x`` as autocast
-    casts a linear layer's input); the parameters come in their own dtype and are cast here. Under
-    autocast, backward keeps the bf16 copy of the weight that ``nn.Linear`` under autocast keeps
-    too (BitFit's cost; without autocast it is the weight itself, no copy), so backward does not
-    cast the weight again. Every matmul casts its operands to one dtype, and the in-place one to
-    its destination's, so the function also survives ops cast one by one (CUDA autocast casts
-    ``addr`` but not ``outer``, ``sum`` to float32, ...).
-    The backward is first-order only (``once_differentiable``).
+    Mixed precision (``x`` in a lower precision than ``W``, as ``apply_autocast`` hands it under
+    autocast): the weight has to be cast for the matmul anyway, so the cast is of ``W + b c^T``
+    (one pass either way), the forward is one ``F.linear`` through it, and it is what backward
+    keeps, in place of the cast weight ``nn.Linear`` under autocast keeps (BitFit's cost): backward
+    needs no rebuild. Every op casts its operands itself and no in-place op mixes dtypes, so the
+    function runs with autocast on (CUDA autocast computes ``sum`` in float32, casts ``addr``, ...):
+    no context switch per layer. The backward is first-order only (``once_differentiable``).
     """
 
     @staticmethod
@@ -41,11 +42,26 @@ class _OneLoRAFunction(torch.autograd.Function):
         dtype = x.dtype
         x2 = x.reshape(-1, x.shape[-1])
         s = x2.sum(-1) if c is None else x2 @ c.to(dtype)
-        bd = b.to(dtype)
-        y = torch.outer(s.to(dtype), bd) if bias is None else torch.addr(bias.to(dtype), s.to(dtype), bd)
-        w = weight.to(y.dtype)  # the weight itself, or (under autocast) the copy nn.Linear would make
-        y.addmm_(x2.to(y.dtype), w.t())
-        ctx.save_for_backward(s, w, b, c)
+        ctx.kept_merged = weight.dtype != dtype
+        if ctx.kept_merged:
+            merged = torch.empty(weight.shape, dtype=dtype, device=weight.device)
+            if c is None:
+                torch.add(weight, b.to(weight.dtype)[:, None], out=merged)
+            else:
+                torch.addr(weight, b.to(weight.dtype), c.to(weight.dtype), out=merged)
+            y = F.linear(x2, merged, None if bias is None else bias.to(dtype))
+            kept = merged
+        else:
+            bd = b.to(dtype)
+            y = torch.outer(s.to(dtype), bd) if bias is None else torch.addr(bias.to(dtype), s.to(dtype), bd)
+            y.addmm_(x2.to(y.dtype), weight.to(y.dtype).t())
+            kept = weight
+        # the weight only where x needs a gradient (nn.Linear keeps nothing for a frozen layer fed
+        # by frozen layers either); s only where b needs one
+        ctx.save_for_backward(
+            s if ctx.needs_input_grad[3] else None, kept if ctx.needs_input_grad[0] else None, b, c
+        )
+        ctx.weight_shape = weight.shape
         ctx.x_shape = x.shape
         ctx.bias_dtype = None if bias is None else bias.dtype
         return y.view(*x.shape[:-1], y.shape[-1])
@@ -53,26 +69,28 @@ class _OneLoRAFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        s, weight, b, c = ctx.saved_tensors
+        s, kept, b, c = ctx.saved_tensors
         grad_x = grad_bias = grad_b = None
-        with autocast_off(grad_out.device.type):
-            g = grad_out.reshape(-1, grad_out.shape[-1])
-            dtype = g.dtype
-            if ctx.needs_input_grad[0]:
-                tokens, (d, k) = g.shape[0], weight.shape
-                w, bg = weight.to(dtype), b.to(dtype)
-                if 2 * d * k < tokens * (d + k):  # through the merged weight W + b c^T
-                    merged = w + bg[:, None] if c is None else torch.addr(w, bg, c.to(dtype))
-                    grad_x = g @ merged.to(dtype)
-                else:
-                    u = g @ bg  # (tokens,): the gradient of the compressed input
-                    ones_or_c = u[:, None].expand(tokens, k) if c is None else torch.outer(u, c.to(u.dtype))
-                    grad_x = torch.addmm(ones_or_c.to(dtype), g, w)
-                grad_x = grad_x.view(ctx.x_shape)
-            if ctx.needs_input_grad[2]:
-                grad_bias = g.sum(0).to(ctx.bias_dtype)
-            if ctx.needs_input_grad[3]:
-                grad_b = (g.t() @ s.to(dtype)).to(b.dtype)
+        g = grad_out.reshape(-1, grad_out.shape[-1])
+        dtype = g.dtype
+        if ctx.needs_input_grad[0]:
+            tokens, (d, k) = g.shape[0], ctx.weight_shape
+            if ctx.kept_merged:  # W + b c^T, kept from forward
+                grad_x = g @ kept.to(dtype)
+            elif 2 * d * k < tokens * (d + k):  # through the merged weight, rebuilt
+                w, bg = kept.to(dtype), b.to(dtype)
+                merged = w + bg[:, None] if c is None else torch.addr(w, bg, c.to(dtype))
+                grad_x = g @ merged.to(dtype)
+            else:
+                w, bg = kept.to(dtype), b.to(dtype)
+                u = g @ bg  # (tokens,): the gradient of the compressed input
+                ones_or_c = u[:, None].expand(tokens, k) if c is None else torch.outer(u, c.to(u.dtype))
+                grad_x = torch.addmm(ones_or_c.to(dtype), g, w)
+            grad_x = grad_x.view(ctx.x_shape)
+        if ctx.needs_input_grad[2]:
+            grad_bias = g.sum(0).to(ctx.bias_dtype)
+        if ctx.needs_input_grad[3]:
+            grad_b = (g.t() @ s.to(dtype)).to(b.dtype)
         return grad_x, None, grad_bias, grad_b, None
 
 
@@ -112,7 +130,9 @@ class OneLoRALinear(AdditiveAdapter):
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.compression()
         if self.impl == "fused" and not self.base_layer.weight.requires_grad:
-            return apply_autocast(_OneLoRAFunction, x, self.weight, self.base_layer.bias, self.onelora_b, c)
+            return apply_autocast(
+                _OneLoRAFunction, x, self.weight, self.base_layer.bias, self.onelora_b, c, isolate=False
+            )
         s = x.sum(-1, keepdim=True) if c is None else x @ c[:, None].to(x.dtype)
         y = self.base_layer(x)
         return y + s.to(y.dtype) * self.onelora_b.to(y.dtype)  # in y's dtype: bf16 under autocast
