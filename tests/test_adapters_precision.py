@@ -127,11 +127,12 @@ CASES = [(k, {}) for k in KINDS] + [
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("tokens", [5, 60])  # 1LoRA: the rank-one term on the activations / in the weight
 @pytest.mark.parametrize("kind,options", CASES, ids=[f"{k}-{'-'.join(f'{a}={b}' for a, b in o.items())}" for k, o in CASES])
-def test_every_kind_follows_autocast(kind, options, device):
+def test_every_kind_follows_autocast(kind, options, tokens, device):
     layer = make_layer(kind, **options).train().to(device)
-    x = torch.randn(3, 5, 32, generator=torch.Generator().manual_seed(2)).to(device)
-    weights = torch.randn(3, 5, 24, generator=torch.Generator().manual_seed(3)).to(device)
+    x = torch.randn(3, tokens, 32, generator=torch.Generator().manual_seed(2)).to(device)
+    weights = torch.randn(3, tokens, 24, generator=torch.Generator().manual_seed(3)).to(device)
     with torch.autocast(device, dtype=BF16):
         plain_dtype = layer.base_layer(x).dtype  # what nn.Linear returns under the same autocast
     assert plain_dtype == BF16
@@ -192,11 +193,12 @@ def _kept(fn) -> list[torch.Tensor]:
     return saved
 
 
-def test_autocast_keeps_what_bitfit_keeps_plus_one_value_per_token():
+@pytest.mark.parametrize("tokens", [6, 200])  # rank-one term on the activations / folded into the weight
+def test_autocast_keeps_what_bitfit_keeps_plus_one_value_per_token(tokens):
     """Under bf16 autocast, BitFit's nn.Linear keeps its bf16 weight copy for x's gradient; the
-    fused 1LoRA keeps that same copy plus one bf16 sum per token; DoRA keeps bf16 activations
-    (x and A x) and no weight copy (it rebuilds the weight in backward, as without autocast)."""
-    tokens = 6
+    fused 1LoRA keeps a copy of that size (the weight, or W + b 1^T) plus one bf16 sum per token;
+    DoRA keeps bf16 activations (x and A x) and no weight copy (it rebuilds the weight in
+    backward, as without autocast)."""
     x = torch.randn(tokens, 32, requires_grad=True)
     bitfit = make_layer("none", train_bias=True)
     with torch.autocast("cpu", dtype=BF16):
@@ -208,9 +210,10 @@ def test_autocast_keeps_what_bitfit_keeps_plus_one_value_per_token():
     one = make_layer("onelora", train_bias=True)
     with torch.autocast("cpu", dtype=BF16):
         kept = _kept(lambda: one(x))
+        assert one(x).grad_fn.kept_merged == (tokens == 200)
     params = {p.data_ptr() for p in one.parameters()}
     extra = [t for t in kept if t.data_ptr() not in params]
-    assert sorted((tuple(t.shape), t.dtype) for t in extra) == [((tokens,), BF16), ((24, 32), BF16)]
+    assert sorted((tuple(t.shape), t.dtype) for t in extra) == sorted([((tokens,), BF16), ((24, 32), BF16)])
     without = _kept(lambda: one(x))  # and without autocast: the weight itself, no copy
     assert [tuple(t.shape) for t in without if t.data_ptr() not in params] == [(tokens,)]
 
@@ -234,19 +237,20 @@ FUNCTION_INPUTS = {"onelora": {0: "x", 2: "base_layer.bias", 3: "onelora_b"},
                    "dora": {0: "x", 2: "base_layer.bias", 3: "lora_A", 4: "lora_B", 5: "dora_magnitude"}}
 
 
+@pytest.mark.parametrize("tokens", [5, 60])
 @pytest.mark.parametrize("kind,options", [
     ("onelora", {}), ("onelora", {"bias": False}), ("onelora", {"train_bias": True}),
     ("onelora_random", {"train_bias": True}), ("dora", {}), ("dora", {"keep_output": True}),
     ("dora", {"bias": False, "keep_output": True}), ("dora", {"train_bias": True}),
 ])
-def test_fused_functions_under_emulated_cuda_autocast(kind, options):
+def test_fused_functions_under_emulated_cuda_autocast(kind, options, tokens):
     """Inside the custom functions every op may be cast as CUDA autocast casts it (``addr`` and the
     matmuls to bf16, ``sum`` and norms to float32): no in-place op may mix dtypes, and the results
     stay the float32 ones to bf16 accuracy. The engine does not carry a function mode into
     backward, so the backward is also called directly under the emulation."""
     layer = make_layer(kind, **options)
-    x = torch.randn(3, 5, 32, generator=torch.Generator().manual_seed(2))
-    weights = torch.randn(3, 5, 24, generator=torch.Generator().manual_seed(3))
+    x = torch.randn(3, tokens, 32, generator=torch.Generator().manual_seed(2))
+    weights = torch.randn(3, tokens, 24, generator=torch.Generator().manual_seed(3))
     y32, g32 = grads_of(layer, x, weights, autocast=False)
 
     layer.zero_grad(set_to_none=True)
@@ -272,12 +276,14 @@ def test_fused_functions_under_emulated_cuda_autocast(kind, options):
             assert cosine(direct[index], g32[name]) > 0.99, f"{name} (direct backward)"
 
 
+@pytest.mark.parametrize("tokens", [4, 64])
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("random_c", [False, True])
-def test_onelora_function_with_bf16_input_and_fp32_weights(with_bias, random_c):
-    """What CUDA autocast hands a function that casts only its input: bf16 x, float32 parameters."""
+def test_onelora_function_with_bf16_input_and_fp32_weights(with_bias, random_c, tokens):
+    """What CUDA autocast hands a function that casts only its input: bf16 x, float32 parameters
+    (few tokens: the rank-one term on the activations; many: folded into the cast weight)."""
     torch.manual_seed(0)
-    x = torch.randn(4, 7, 16)
+    x = torch.randn(tokens, 16)
     weight, b = torch.randn(12, 16), torch.randn(12, requires_grad=True)
     bias = torch.randn(12, requires_grad=True) if with_bias else None
     c = torch.randn(16) if random_c else None
@@ -285,7 +291,7 @@ def test_onelora_function_with_bf16_input_and_fp32_weights(with_bias, random_c):
 
     x16 = x.to(BF16).requires_grad_(True)
     y = _OneLoRAFunction.apply(x16, weight, bias, b, c)
-    assert y.dtype == BF16
+    assert y.dtype == BF16 and y.grad_fn.kept_merged == (tokens == 64)
     expected = x @ weight.T + (0 if bias is None else bias) + (x @ cc)[..., None] * b
     assert_bf16_close(y, expected.detach(), "output")
     for mode in (None, EmulatedCudaAutocast()):
@@ -296,6 +302,9 @@ def test_onelora_function_with_bf16_input_and_fp32_weights(with_bias, random_c):
             y = _OneLoRAFunction.apply(x16, weight, bias, b, c)
             y.float().square().sum().backward()
         assert x16.grad.dtype == BF16 and b.grad.dtype == torch.float32
+        xr, br = x.clone().requires_grad_(True), b.detach().clone().requires_grad_(True)  # float32 reference
+        (xr @ weight.T + (0 if bias is None else bias.detach()) + (xr @ cc)[..., None] * br).square().sum().backward()
+        assert cosine(x16.grad, xr.grad) > 0.99 and cosine(b.grad, br.grad) > 0.99
         if bias is not None:
             assert bias.grad.dtype == torch.float32
 

@@ -22,49 +22,47 @@ from .base import AdditiveAdapter, AdapterConfigError, apply_autocast, register
 class _OneLoRAFunction(torch.autograd.Function):
     """``y = x W^T + bias + (x c) b^T`` with ``W`` frozen; saves only ``s = x c`` (one value per token).
 
-    Forward writes ``bias + s b^T`` into the output and lets the matmul accumulate into it
-    (``addmm_``), which costs what ``F.linear``'s own bias copy costs: 1LoRA's only extra forward
-    work is the sum over features. Backward takes ``grad_x = g (W + b c^T)`` either through the
-    merged weight (rebuilt, never kept: ``d k`` work) or as ``g W + (g b) c^T`` (``tokens (k + d)``
-    work), whichever is smaller for the layer and batch.
+    The rank-one term is applied where it is cheaper, which is the same choice in forward and
+    backward: on the activations (``tokens (d + k)`` work) or folded into the weight (``d k``).
+    On the activations, forward writes ``bias + s b^T`` into the output and lets the matmul
+    accumulate into it (``addmm_``), which costs what ``F.linear``'s own bias copy costs, and
+    backward takes ``grad_x = g W + (g b) c^T``. Folded, backward takes ``grad_x = g (W + b c^T)``
+    through the merged weight, rebuilt (never kept) in full precision.
 
     Mixed precision (``x`` in a lower precision than ``W``, as ``apply_autocast`` hands it under
-    autocast): the weight has to be cast for the matmul anyway, so the cast is of ``W + b c^T``
-    (one pass either way), the forward is one ``F.linear`` through it, and it is what backward
-    keeps, in place of the cast weight ``nn.Linear`` under autocast keeps (BitFit's cost): backward
-    needs no rebuild. Every op casts its operands itself and no in-place op mixes dtypes, so the
-    function runs with autocast on (CUDA autocast computes ``sum`` in float32, casts ``addr``, ...):
-    no context switch per layer. The backward is first-order only (``once_differentiable``).
+    autocast): the weight is cast for the matmul, and the cast copy is what backward keeps, as
+    ``nn.Linear`` under autocast keeps its cast weight (BitFit's cost). Folded, the copy is of
+    ``W + b c^T`` and the forward is one ``F.linear`` through it, so backward rebuilds nothing.
+    Every op casts its operands itself and no in-place op mixes dtypes, so the function runs with
+    autocast on (CUDA autocast computes ``sum`` in float32, casts ``addr``, ...): no context switch
+    per layer. The backward is first-order only (``once_differentiable``).
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, b, c):
         dtype = x.dtype
         x2 = x.reshape(-1, x.shape[-1])
+        (d, k), tokens = weight.shape, x2.shape[0]
         s = x2.sum(-1) if c is None else x2 @ c.to(dtype)
-        ctx.kept_merged = weight.dtype != dtype
-        if ctx.kept_merged:
-            merged = torch.empty(weight.shape, dtype=dtype, device=weight.device)
-            if c is None:
-                torch.add(weight, b.to(weight.dtype)[:, None], out=merged)
-            else:
-                torch.addr(weight, b.to(weight.dtype), c.to(weight.dtype), out=merged)
+        bd = b.to(dtype)
+        ctx.kept_merged = weight.dtype != dtype and 2 * d * k < tokens * (d + k)
+        if ctx.kept_merged:  # folded into the weight copy autocast needs anyway
+            merged = weight.to(dtype, copy=True)
+            merged = merged.add_(bd[:, None]) if c is None else merged.addr_(bd, c.to(dtype))
             y = F.linear(x2, merged, None if bias is None else bias.to(dtype))
             kept = merged
-        else:
-            bd = b.to(dtype)
+        else:  # on the activations
             y = torch.outer(s.to(dtype), bd) if bias is None else torch.addr(bias.to(dtype), s.to(dtype), bd)
-            y.addmm_(x2.to(y.dtype), weight.to(y.dtype).t())
-            kept = weight
+            kept = weight.to(y.dtype)  # the weight itself, or (mixed precision) nn.Linear's cast copy
+            y.addmm_(x2.to(y.dtype), kept.t())
         # the weight only where x needs a gradient (nn.Linear keeps nothing for a frozen layer fed
         # by frozen layers either); s only where b needs one
         ctx.save_for_backward(
             s if ctx.needs_input_grad[3] else None, kept if ctx.needs_input_grad[0] else None, b, c
         )
-        ctx.weight_shape = weight.shape
         ctx.x_shape = x.shape
         ctx.bias_dtype = None if bias is None else bias.dtype
-        return y.view(*x.shape[:-1], y.shape[-1])
+        return y.view(*x.shape[:-1], d)
 
     @staticmethod
     @once_differentiable
@@ -74,23 +72,22 @@ class _OneLoRAFunction(torch.autograd.Function):
         g = grad_out.reshape(-1, grad_out.shape[-1])
         dtype = g.dtype
         if ctx.needs_input_grad[0]:
-            tokens, (d, k) = g.shape[0], ctx.weight_shape
+            (tokens, d), k = g.shape, ctx.x_shape[-1]
+            w, bg = kept.to(dtype), b.to(dtype)
             if ctx.kept_merged:  # W + b c^T, kept from forward
-                grad_x = g @ kept.to(dtype)
+                grad_x = g @ w
             elif 2 * d * k < tokens * (d + k):  # through the merged weight, rebuilt
-                w, bg = kept.to(dtype), b.to(dtype)
                 merged = w + bg[:, None] if c is None else torch.addr(w, bg, c.to(dtype))
                 grad_x = g @ merged.to(dtype)
             else:
-                w, bg = kept.to(dtype), b.to(dtype)
-                u = g @ bg  # (tokens,): the gradient of the compressed input
-                ones_or_c = u[:, None].expand(tokens, k) if c is None else torch.outer(u, c.to(u.dtype))
+                u = g @ bg[:, None]  # (tokens, 1): the gradient of the compressed input
+                ones_or_c = u.expand(tokens, k) if c is None else u * c.to(u.dtype)[None, :]
                 grad_x = torch.addmm(ones_or_c.to(dtype), g, w)
             grad_x = grad_x.view(ctx.x_shape)
         if ctx.needs_input_grad[2]:
             grad_bias = g.sum(0).to(ctx.bias_dtype)
         if ctx.needs_input_grad[3]:
-            grad_b = (g.t() @ s.to(dtype)).to(b.dtype)
+            grad_b = (s.to(dtype)[None, :] @ g)[0].to(b.dtype)  # a (1, tokens) matmul: faster than a bf16 gemv
         return grad_x, None, grad_bias, grad_b, None
 
 
