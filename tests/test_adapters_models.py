@@ -177,6 +177,32 @@ def test_two_linears_sharing_one_weight(kind):
         torch.testing.assert_close(model(x), expected, rtol=0, atol=1e-6)
 
 
+def test_slices_of_one_storage_are_not_shared():
+    """Weights that are disjoint views of one storage (a fused tensor cut into layers, or every
+    parameter in one flat buffer) merge normally; overlapping views do not."""
+    torch.manual_seed(0)
+    flat = torch.randn(3 * 6 * 6)
+    model = nn.Sequential(*[nn.Linear(6, 6, bias=False) for _ in range(3)])
+    for i, layer in enumerate(model):
+        layer.weight = nn.Parameter(flat[36 * i: 36 * (i + 1)].view(6, 6))
+    inject(model, {"name": "lora", "linear": "lora"})
+    assert all(layer.shared_with == () for _, layer in adapted_layers(model))
+    perturb(model)
+    x = torch.randn(2, 6)
+    with torch.no_grad():
+        expected = model(x)
+        merge(model)
+        torch.testing.assert_close(model(x), expected, rtol=0, atol=1e-5)
+    # overlapping views (the second layer's weight starts inside the first's)
+    model = nn.Sequential(nn.Linear(6, 6, bias=False), nn.Linear(6, 6, bias=False))
+    model[0].weight = nn.Parameter(flat[:36].view(6, 6))
+    model[1].weight = nn.Parameter(flat[30:66].view(6, 6))
+    inject(model, {"name": "lora", "linear": "lora"})
+    assert model[0].shared_with == ("1.weight",)
+    with pytest.raises(AdapterConfigError, match="shared with"):
+        merge(model)
+
+
 def test_tie_made_after_inject_is_found_by_merge():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 6), nn.Linear(6, 6))

@@ -120,7 +120,7 @@ def inject(
     plan = _plan(model, spec, target_sets, head)
     for name, why in plan.skipped.items():
         log.warning("onelora inject: skipped %s (%s)", name, why)
-    owners = _parameter_owners(model)
+    regions = _parameter_regions(model)
 
     flags = {id(p): (p, p.requires_grad) for p in model.parameters()}
     installed: list[tuple[str, nn.Module, bool]] = []  # (name, original layer, it had a bias)
@@ -143,7 +143,7 @@ def inject(
                     raise AdapterConfigError(f"method '{spec.name}' on layer {name}: {err}") from None
             else:
                 wrapped = kind(layer, gamma=True)
-            wrapped.shared_with = _shared_with(owners, layer, name)
+            wrapped.shared_with = _shared_with(regions, layer, name)
             _set_module(model, name, wrapped)
             adapted.append(name)
         for p in plan.norm_params:
@@ -172,41 +172,48 @@ def inject(
 # ------------------------------------------------------------------------------------------------
 
 
-def _tensor_key(t: torch.Tensor) -> tuple:
-    """Two parameters are the same weight if they are one object or (off the meta device, where
-    storage addresses mean nothing) views of one storage."""
+def _region(t: torch.Tensor) -> tuple[tuple, int, int]:
+    """(storage key, first byte, end byte) of the memory a tensor spans. On the meta device, where
+    addresses mean nothing, a tensor is only itself."""
     if t.device.type == "meta":
-        return ("id", id(t))
-    return (str(t.device), t.untyped_storage().data_ptr())
+        return ("id", id(t)), 0, 1
+    span = 1 + sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride())) if t.numel() else 0
+    start = t.data_ptr()
+    return (str(t.device), t.untyped_storage().data_ptr()), start, start + span * t.element_size()
 
 
-def _parameter_owners(model: nn.Module) -> dict[tuple, list[str]]:
-    """Every parameter storage and the names it is registered under (modules reused count twice)."""
-    owners: dict[tuple, list[str]] = {}
+def _parameter_regions(model: nn.Module) -> dict[tuple, list[tuple[str, int, int]]]:
+    """Every parameter's memory, by storage, with each name it is registered under (a module
+    reused in two places counts twice; an adapter's ``base_layer`` is named as before inject)."""
+    regions: dict[tuple, list[tuple[str, int, int]]] = {}
     for module_name, module in model.named_modules(remove_duplicate=False):
         for name, p in module.named_parameters(recurse=False):
-            full = f"{module_name}.{name}" if module_name else name
-            owners.setdefault(_tensor_key(p), []).append(full.replace(".base_layer.", "."))  # as before inject
-    return owners
+            full = (f"{module_name}.{name}" if module_name else name).replace(".base_layer.", ".")
+            key, lo, hi = _region(p)
+            regions.setdefault(key, []).append((full, lo, hi))
+    return regions
 
 
-def _shared_with(owners: Mapping[tuple, list[str]], layer: nn.Module, name: str) -> tuple[str, ...]:
-    """Names, other than ``layer``'s own, under which ``layer``'s weight or bias is registered."""
+def _shared_with(regions: Mapping[tuple, list[tuple[str, int, int]]], layer: nn.Module, name: str) -> tuple[str, ...]:
+    """Other parameters whose memory overlaps ``layer``'s weight or bias (tied weights; two views
+    of one storage that do not overlap, such as slices of a fused weight, are not shared)."""
     own = {f"{name}.weight", f"{name}.bias"}
-    out: list[str] = []
+    out: set[str] = set()
     for tensor in (layer.weight, layer.bias):
-        if tensor is not None:
-            out += [n for n in owners.get(_tensor_key(tensor), []) if n not in own and n not in out]
+        if tensor is None:
+            continue
+        key, lo, hi = _region(tensor)
+        out |= {n for n, a, b in regions.get(key, []) if n not in own and a < hi and lo < b}
     return tuple(sorted(out))
 
 
 def refresh_shared_weights(model: nn.Module) -> list[tuple[str, AdaptedLinear]]:
     """Record on every adapted layer which other modules share its weight or bias (ties made after
     ``inject`` included); returns the layers that merging would refuse."""
-    owners = _parameter_owners(model)
+    regions = _parameter_regions(model)
     refused = []
     for name, layer in adapted_layers(model):
-        layer.shared_with = _shared_with(owners, layer.base_layer, name)
+        layer.shared_with = _shared_with(regions, layer.base_layer, name)
         if layer.shared_with and layer.merge_changes_base:
             refused.append((name, layer))
     return refused
