@@ -379,8 +379,8 @@ def test_gpt2_conv1d_layers_are_adapted(method):
         torch.testing.assert_close(plain(ids).logits, reference, rtol=0, atol=1e-5)
 
 
-def test_gpt2_lora_matches_peft():
-    """peft adapts Conv1D with fan_in_fan_out: the same numbers as ours."""
+def test_gpt2_dora_matches_peft():
+    """peft adapts Conv1D with fan_in_fan_out: its DoRA gives the same outputs and gradients as ours."""
     from peft import LoraConfig, get_peft_model
 
     base = tiny_gpt2()
