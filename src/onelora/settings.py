@@ -125,17 +125,17 @@ def _method_spec(cfg: DictConfig) -> MethodSpec:
     check(not modules or modules in module_sets, "model.module_sets",
           f"method '{settings['name']}' trains the module set {modules!r}, which model '{cfg.model.name}' does not "
           f"define (it has {sorted(module_sets)}); add e.g. `module_sets: {{{modules}: [<module regex>]}}` to its YAML")
-    options = settings.get("options") or {}
-    if "r" in options:
-        check(as_int(options["r"], "method.options.r") >= 1, "method.options.r", f"rank must be >= 1, got {options['r']}")
-    if "dropout" in options:
-        dropout = as_float(options["dropout"], "method.options.dropout")
-        check(0 <= dropout < 1, "method.options.dropout", f"must be in [0, 1), got {options['dropout']}")
     try:
-        return MethodSpec.from_config(settings)
+        return MethodSpec.from_config(settings)  # the adapter classes check their own options
     except AdapterConfigError as err:
         message = str(err)
-        key = "method.linear" if "linear adapter" in message else "method"
+        option = re.search(r"option (\w+)=", message) or re.search(r"\w+ (\w+) must be one of", message)
+        if option:
+            key = f"method.options.{option.group(1)}"
+        elif "option" in message:
+            key = "method.options"
+        else:
+            key = "method.linear" if "linear adapter" in message else "method"
         raise ConfigError(f"{key}: {message}") from None
 
 

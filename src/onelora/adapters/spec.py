@@ -47,6 +47,9 @@ class MethodSpec:
         return spec
 
     def validate(self) -> None:
+        """Check the method without a model: the kind exists, its options are ones it takes and
+        their values are in range (rank >= 1, dropout in [0, 1), impl / size_rule among the
+        allowed ones, ...). What depends on a layer's shape is checked by ``inject``."""
         if self.linear is not None and self.linear not in ADAPTER_KINDS:
             raise AdapterConfigError(
                 f"method '{self.name}': unknown linear adapter '{self.linear}'; "
@@ -54,6 +57,12 @@ class MethodSpec:
             )
         if self.full and (self.linear or self.bias or self.gamma):
             raise AdapterConfigError(f"method '{self.name}': full fine-tuning does not combine with adapters")
+        if not isinstance(self.options, Mapping):
+            raise AdapterConfigError(f"method '{self.name}': options must be a mapping, got {self.options!r}")
+        try:
+            ADAPTER_KINDS[self.linear or "none"].check_options(**self.options)
+        except AdapterConfigError as err:
+            raise AdapterConfigError(f"method '{self.name}': {err}") from None
 
     @property
     def wraps_linears(self) -> bool:
