@@ -280,3 +280,22 @@ def test_a_terminated_run_says_so_exits_non_zero_and_resumes(tmp_path):
 
 test_a_terminated_run_says_so_exits_non_zero_and_resumes = pytest.mark.e2e(
     test_a_terminated_run_says_so_exits_non_zero_and_resumes)
+
+
+def test_a_damaged_adapter_file_names_its_path(tmp_path):
+    from adapter_cases import spec_of, tiny_vit
+
+    from onelora.adapters import AdapterConfigError, inject, load_adapter, save_adapter
+
+    model = tiny_vit()
+    inject(model, spec_of("lora"), head=["head"])
+    save_adapter(tmp_path / "adapter", model)
+    weights = tmp_path / "adapter" / "adapter.safetensors"
+    weights.write_bytes(weights.read_bytes()[:50])
+    fresh = tiny_vit()
+    with pytest.raises(AdapterConfigError, match=f"{weights} is damaged"):
+        load_adapter(tmp_path / "adapter", fresh)
+    assert not any(p.requires_grad is False for p in fresh.parameters())  # untouched: nothing was injected
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{")
+    with pytest.raises(AdapterConfigError, match="adapter_config.json is damaged"):
+        load_adapter(tmp_path / "adapter", tiny_vit())
