@@ -266,7 +266,7 @@ def test_a_terminated_run_says_so_exits_non_zero_and_resumes(tmp_path):
     proc.terminate()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-2000:]
-    assert "terminated by SIGTERM" in err and "relaunch" in err
+    assert "stopped by SIGTERM" in err and "relaunch" in err
     record = results(run_dir(tmp_path))
     assert record["status"] == "interrupted"
     stopped_at = torch.load(last, map_location="cpu", weights_only=False)["global_step"]

@@ -195,14 +195,16 @@ class RunIdentity(L.Callback):
 
 
 class CheckpointOnTerminate(L.Callback):
-    """On SIGTERM (``kill``, ``timeout``, ``scancel``) Lightning stops at the next batch boundary;
-    save ``last.ckpt`` there, so a relaunch resumes from that step instead of the last epoch."""
+    """On SIGTERM (``kill``, ``timeout``, ``scancel``) or Ctrl-C, Lightning stops at the next batch
+    boundary: save ``last.ckpt`` there, so a relaunch resumes from that step, and remember which
+    signal stopped the run (Lightning turns Ctrl-C into a bare ``SystemExit(1)``)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.saved = False
+        self.signal: str | None = None
 
     def on_exception(self, trainer, pl_module, exception) -> None:
-        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
-            trainer.save_checkpoint(self.path)
-            self.saved = True
+        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
+            self.signal = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT (Ctrl-C)"
+            if trainer.state.fn == "fit":
+                trainer.save_checkpoint(self.path)

@@ -22,10 +22,6 @@ log = logging.getLogger(__name__)
 #: errors that are about the user's setup, not a bug: shown as one line, without a traceback
 USER_ERRORS = (ConfigError, MissingDataError, MissingWeightsError, UnreadableWeightsError, AdapterConfigError,
                RunLockedError)
-#: the exit status of a run stopped by SIGTERM (128 + 15, as the shell reports it)
-TERMINATED_EXIT = 143
-
-
 def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
@@ -37,7 +33,7 @@ def run_from_cli(cfg: DictConfig) -> None:
         run(cfg)
     except RunTerminated as err:  # the whole process was asked to stop: a sweep stops too
         print(f"onelora: {err}", file=sys.stderr, flush=True)
-        sys.exit(TERMINATED_EXIT)
+        sys.exit(err.exit_status)
     except Exception as err:
         short = isinstance(err, USER_ERRORS)
         message = f"onelora: error: {err}" if short else f"onelora: {type(err).__name__}: {err}"

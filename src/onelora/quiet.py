@@ -9,7 +9,7 @@ import warnings
 QUIET_INFO = (
     "GPU available:", "TPU available:", "HPU available:", "Loading `train_dataloader` to estimate",
     "Restoring states from the checkpoint path", "Loaded model weights from the checkpoint",
-    "Restored all states from the checkpoint",
+    "Restored all states from the checkpoint", "`weights_only` was not set",
 )
 
 NOISE = (

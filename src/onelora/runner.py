@@ -46,7 +46,12 @@ RUN_ARTEFACTS = ("checkpoints", "adapter", "predictions", "artifacts", RESULTS_N
 
 
 class RunTerminated(RuntimeError):
-    """The run was stopped by SIGTERM (kill, timeout, scancel); a relaunch resumes it."""
+    """The run was stopped by a signal (SIGTERM: kill, timeout, scancel; SIGINT: Ctrl-C); a relaunch
+    resumes it. ``exit_status`` is what the shell reports for that signal (143, 130)."""
+
+    def __init__(self, message: str, exit_status: int):
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
@@ -107,10 +112,12 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         try:
             record = train(settings, run_dir, started, resume_from=_resumable(settings, run_dir))
         except BaseException as err:
-            terminated = isinstance(err, SIGTERMException)
+            if isinstance(err, SIGTERMException):  # stopped outside fit (set-up, testing)
+                err = RunTerminated("SIGTERM", 143)
+            terminated = isinstance(err, RunTerminated)
             status = "interrupted" if terminated else "failed"
             if terminated:
-                error = ("terminated by SIGTERM; relaunch the same command to resume from "
+                error = (f"stopped by {err}; relaunch the same command to resume from "
                          f"{run_dir / 'checkpoints' / 'last.ckpt'}")
             else:
                 error = f"{type(err).__name__}: {err}"
@@ -120,7 +127,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
                     "error": error, "traceback": traceback.format_exc(limit=20)})
             log_event(status, run_dir, error=error)
             if terminated:
-                raise RunTerminated(f"run {run_dir} {error}") from None
+                raise RunTerminated(f"run {run_dir} {error}", err.exit_status) from None
             raise
     log_event("completed", run_dir)
     return record
@@ -213,7 +220,8 @@ def train(settings: RunSettings, run_dir: Path, started: float, resume_from: str
     stats = RunStats(started)
     best = BestMetric(task.metric.as_dict(), stats)
     memory = ModelMemory()
-    trainer, loggers, best_ckpt = build_trainer(settings, run_dir, [stats, best, memory])
+    stopper = CheckpointOnTerminate(run_dir / "checkpoints" / "last.ckpt")
+    trainer, loggers, best_ckpt = build_trainer(settings, run_dir, [stats, best, memory, stopper])
     evaluating = settings.mode == "eval"
     if evaluating:  # the weights as they are (the un-adapted source model): one validation round, then test
         fitted = {k: float(v) for k, v in (trainer.validate(module, datamodule=data, verbose=False) or [{}])[0].items()}
@@ -221,7 +229,12 @@ def train(settings: RunSettings, run_dir: Path, started: float, resume_from: str
     else:
         if resume_from:
             print(f"Resuming from {resume_from}", flush=True)
-        trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+        try:
+            trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+        except BaseException:
+            if stopper.signal:  # SIGTERM or Ctrl-C: a checkpoint is saved, a relaunch resumes
+                raise RunTerminated(stopper.signal, 130 if "SIGINT" in stopper.signal else 143) from None
+            raise
         if trainer.global_step == 0:
             raise RuntimeError("trained 0 optimizer steps (check trainer.max_steps / limit_train_batches and the "
                                "training set's size): the weights are the initial ones, so there is no result")
@@ -310,8 +323,7 @@ def build_trainer(settings: RunSettings, run_dir: Path, callbacks: list[Any]) ->
         plugins=plugins or None,
         default_root_dir=str(run_dir),
         logger=loggers or False,
-        callbacks=[last, best, *callbacks, RunIdentity(fingerprint(cfg)),
-                   CheckpointOnTerminate(checkpoints / "last.ckpt"), *extra],
+        callbacks=[last, best, *callbacks, RunIdentity(fingerprint(cfg)), *extra],
         deterministic=bool(cfg.deterministic) or None,
         enable_model_summary=False,
     )
