@@ -8,10 +8,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from fakes import write_cifar
 from runs import CIFAR_TINY, ROOT, results, run_cli
+
+pytestmark = pytest.mark.e2e  # subprocess runs of run.py: make test-e2e
 
 
 def test_a_killed_run_resumes_from_its_last_epoch(tmp_path):

@@ -22,8 +22,6 @@ checkpoint. DiT-XL/2 at 256 px has 675,129,632 parameters (1000-class table).
 from __future__ import annotations
 
 import math
-import os
-import urllib.parse
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -33,7 +31,7 @@ from timm.models.vision_transformer import Attention
 from torch import nn
 
 from . import register_builder
-from .pretrained import MissingWeightsError, is_local
+from .weights import load_into, load_state
 
 #: the original configurations: name -> (depth, hidden_size, patch_size, num_heads)
 DIT_CONFIGS: dict[str, dict[str, int]] = {
@@ -276,71 +274,17 @@ class DiT(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-def _missing(
-    source: str, tried: str, cause: BaseException | None, url: str | None = None, cached: Path | None = None
-) -> MissingWeightsError:
-    """The error for absent weights: what is missing, where we looked, how to get it."""
-    reason = f" ({type(cause).__name__}: {str(cause).splitlines()[0][:200]})" if cause else ""
-    if url:
-        how = (
-            f"Download it on a machine with internet (`wget {url}`) and copy it to {cached} (torch hub cache, "
-            "then the URL works offline) or anywhere and point the model at the file: `model.pretrained=<file>`"
-        )
-    else:
-        how = (
-            "Point `model.pretrained` at a DiT checkpoint (.pt state dict; the released ones are at "
-            f"{CHECKPOINT_URL.format(name='<name>')} with <name> in {list(RELEASED)})"
-        )
-    return MissingWeightsError(
-        f"pretrained weights '{source}' not found: looked in {tried}{reason}. {how}; "
-        "or run with `model.pretrained=null` for random init."
-    )
-
-
-def resolve_checkpoint(source: str) -> dict[str, torch.Tensor]:
-    """The state dict for a local file, a URL, or a released name (``DiT-XL-2-256x256.pt``).
-
-    URLs go through torch.hub's cache ($TORCH_HOME/hub/checkpoints); a cached file needs no network.
-    """
-    src = str(source)
-    url = None
-    if src in RELEASED:
-        url = CHECKPOINT_URL.format(name=src)
-    elif src.startswith(("http://", "https://")):
-        url = src
-    if url is None:
-        path = Path(src).expanduser()
-        if not (is_local(src) and path.is_file()):
-            raise _missing(src, str(path), None)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    else:
-        name = os.path.basename(urllib.parse.urlparse(url).path)
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / name
-        try:
-            state = torch.hub.load_state_dict_from_url(url, map_location="cpu", weights_only=True, progress=False)
-        except Exception as err:  # offline, unreachable, 404: all mean "weights missing"
-            raise _missing(src, f"{cached} (torch hub cache) and {url}", err, url, cached) from err
-    if isinstance(state, Mapping) and "ema" in state:  # checkpoints written by DiT's train.py
-        state = state["ema"]
-    return dict(state)
+def checkpoint_source(source: str) -> str:
+    """A released checkpoint's name (``DiT-XL-2-256x256.pt``) -> its URL; anything else as given."""
+    return CHECKPOINT_URL.format(name=source) if source in RELEASED else source
 
 
 def load_dit_weights(model: DiT, source: str | Path) -> DiT:
     """Load an original checkpoint strictly; a class table of another size stays re-initialised."""
-    state = resolve_checkpoint(str(source))
-    table = model.y_embedder.embedding_table.weight
-    if TABLE_KEY in state and tuple(state[TABLE_KEY].shape) != tuple(table.shape):
-        state.pop(TABLE_KEY)  # new label set: keep the fresh table, load everything else strictly
-        result = model.load_state_dict(state, strict=False)
-        missing = [k for k in result.missing_keys if k != TABLE_KEY]
-        if missing or result.unexpected_keys:
-            raise RuntimeError(
-                f"DiT checkpoint {source} does not fit the model: missing {missing[:8]}, "
-                f"unexpected {result.unexpected_keys[:8]}"
-            )
-    else:
-        model.load_state_dict(state, strict=True)
-    return model
+    hint = (f"The released DiT checkpoints are {list(RELEASED)} at {CHECKPOINT_URL.format(name='<name>')} "
+            "(`model.pretrained=<name>` finds them in the torch hub cache once downloaded)")
+    state = load_state(checkpoint_source(str(source)), hint=hint)
+    return load_into(model, state, head=[TABLE_KEY.removesuffix(".weight").replace(".", r"\.")], source=str(source))
 
 
 ARCH_KEYS = (
