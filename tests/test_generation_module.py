@@ -4,7 +4,6 @@ EMA after each optimizer step, FID rounds, EMA checkpoints, latents through a VA
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 
 import lightning as L
@@ -16,17 +15,13 @@ from onelora.adapters import MethodSpec, inject
 from onelora.data.generation import DigitsGenerationDataModule
 from onelora.metrics.fid import digits_features
 from onelora.models.dit import DiT
-from onelora.tasks.base import FineTuneModule
 from onelora.tasks.generation import EMA_KEY, GenerationModule
 
 METRIC = {"name": "fid", "direction": "min", "val_key": "val/fid", "test_key": "test/fid"}
 
 
 def base_kwargs(lr: float = 2e-3) -> dict:
-    """The base module's optimizer arguments (the contract's partials; the older dict form before it lands)."""
-    if "optimizer" in inspect.signature(FineTuneModule.__init__).parameters:
-        return {"optimizer": functools.partial(torch.optim.AdamW, lr=lr, weight_decay=0.0), "metric": METRIC}
-    return {"optim": {"lr": lr, "weight_decay": 0.0}, "schedule": {"name": "constant"}, "metric": METRIC}
+    return {"optimizer": functools.partial(torch.optim.AdamW, lr=lr, weight_decay=0.0), "metric": METRIC}
 
 
 def tiny_dit(in_channels: int = 1, seed: int = 0) -> DiT:
@@ -85,7 +80,7 @@ def test_fit_validate_test_and_artifacts(tmp_path, features):
     assert first.min() >= -1 and first.max() <= 1
     assert not torch.equal(first, gen.generate(labels, seed=8))
 
-    (path,) = gen.artifacts(tmp_path / "run")
+    (path,) = gen.artifacts(tmp_path / "run", data)
     assert path.name == "samples.png"
     width, height = Image.open(path).size
     assert (width, height) == (4 * 64 + 5 * 2, 5 * 64 + 6 * 2)  # 5 class rows x 4 samples, 8 px -> 64 px
@@ -124,6 +119,20 @@ def test_ema_state_travels_with_the_checkpoint(tmp_path, features):
     ema = fresh.ensure_ema()
     assert ema.num_updates == 3
     assert all(torch.equal(ema.shadow[n], gen.ema.shadow[n]) for n in ema.shadow)
+
+    # the runner tests the best round through ckpt_path: its EMA comes back with its weights
+    saved = {n: t.clone() for n, t in gen.ema.shadow.items()}
+    for shadow in gen.ema.shadow.values():
+        shadow.add_(1.0)
+    fit.test(gen, datamodule=DigitsGenerationDataModule("target", batch_size=16), ckpt_path=str(path), verbose=False)
+    assert all(torch.equal(gen.ema.shadow[n], saved[n]) for n in saved)
+
+
+def test_a_model_evaluated_as_loaded_has_no_ema(features):
+    model = tiny_dit().requires_grad_(False)  # mode=eval, method=none: nothing trains
+    gen = module(features, model=model)
+    assert gen.ensure_ema() is None
+    assert gen.generate(torch.tensor([0, 1]), seed=0).shape == (2, 1, 8, 8)
 
 
 def test_adapted_model_averages_only_the_adapters_and_table(features):

@@ -32,10 +32,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-try:  # the one weight loader's error (onelora.models.weights); pretrained.py before it lands
-    from ..models.weights import MissingWeightsError
-except ImportError:  # pragma: no cover - until the weight loader is merged
-    from ..models.pretrained import MissingWeightsError
+from ..models.weights import MissingWeightsError
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"

@@ -16,10 +16,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-try:  # the one weight loader's error (onelora.models.weights); pretrained.py before it lands
-    from .weights import MissingWeightsError
-except ImportError:  # pragma: no cover - until the weight loader is merged
-    from .pretrained import MissingWeightsError
+from .weights import MissingWeightsError
 
 #: short names for the two VAEs DiT was trained with
 KNOWN_VAES = {

@@ -103,7 +103,8 @@ class GenerationModule(FineTuneModule):
     # -- EMA ------------------------------------------------------------------------------------
     def ensure_ema(self) -> EMA | None:
         """The EMA of the trained parameters, made on first use (after the method froze the rest)."""
-        if self.ema is None and self.ema_decay is not None:
+        trained = any(p.requires_grad for p in self.model.parameters())  # none: the model evaluated as loaded
+        if self.ema is None and self.ema_decay is not None and trained:
             self.ema = EMA(self.model, float(self.ema_decay), warmup=self.ema_warmup)
         if self.ema is not None and self._pending_ema is not None:
             self.ema.load_state_dict(self._pending_ema)
@@ -232,8 +233,9 @@ class GenerationModule(FineTuneModule):
         self.log("test/fid", self._fid_of_samples(self.test_fid, self.test_fid_samples, "test"), sync_dist=True)
 
     # -- artifacts ------------------------------------------------------------------------------
-    def artifacts(self, run_dir: str | Path) -> list[Path]:
-        """``samples.png``: one row per class (the first ``grid_classes``), ``grid_columns`` samples each."""
+    def artifacts(self, run_dir: str | Path, data: Any = None) -> list[Path]:
+        """``samples.png``: one row per class (the first ``grid_classes``), ``grid_columns`` samples each,
+        from the weights the runner loaded (the best round's) with their EMA."""
         from torchvision.utils import save_image
 
         classes = min(self.num_classes, self.grid_classes)
