@@ -61,13 +61,16 @@ def test_q_sample_statistics():
 def test_hybrid_loss_terms():
     """mse is on eps; the vb term trains only the sigma channels (stop-gradient on the mean)."""
     d = GaussianDiffusion.create()
-    x0 = torch.rand(4, 1, 4, 4) * 2 - 1
-    noise = torch.randn_like(x0)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(4, 1, 4, 4, generator=g) * 2 - 1
+    noise = torch.randn(x0.shape, generator=g)
     t = torch.tensor([0, 10, 500, 999])
     output = torch.cat([noise, torch.zeros_like(x0)], 1).requires_grad_(True)  # perfect eps, mid-range sigma
     terms = d.training_losses(lambda x, tt, y: output, x0, torch.zeros(4, dtype=torch.long), t=t, noise=noise)
     assert torch.allclose(terms["mse"], torch.zeros(4))
-    assert torch.allclose(terms["loss"], terms["mse"] + terms["vb"]) and (terms["vb"] > 0).all()
+    assert torch.allclose(terms["loss"], terms["mse"] + terms["vb"])
+    # exact means: the KL is the variance mismatch alone, which vanishes where beta_t ~ the posterior's
+    assert (terms["vb"] >= 0).all() and (terms["vb"][:2] > 1e-3).all() and terms["vb"][3] < 1e-6
     terms["vb"].sum().backward()
     assert output.grad[:, :1].abs().max() == 0 and output.grad[:, 1:].abs().max() > 0
     # fixed sigma (C output channels): the loss is the eps MSE alone
