@@ -17,6 +17,10 @@ with ``norm1``/``norm2`` (LayerNorm without affine), ``attn.qkv``/``attn.proj``,
 Fine-tuning on a new label set (Food-101: 101 classes) re-initialises the class table with
 num_classes + 1 rows (102 x 1152 = 117,504 parameters); everything else comes from the ImageNet
 checkpoint. DiT-XL/2 at 256 px has 675,129,632 parameters (1000-class table).
+
+``patch_embed="linear"`` (not in the original) builds the patch embedding as an ``nn.Linear`` on
+flattened patches, the same map as the convolution, so PEFT methods adapt it too (the pixel-space
+digits DiT, ``conf/model/dit_digits.yaml``).
 """
 
 from __future__ import annotations
@@ -259,7 +263,9 @@ class DiT(nn.Module):
         """Classifier-free guidance on a batch whose second half carries the null label (as the original).
 
         Like the original, guidance is applied to the first 3 channels only ("for exact
-        reproducibility" of the paper's FID); the rest (and the learned sigma) pass through.
+        reproducibility" of the paper's FID); the rest (and the learned sigma) pass through. With
+        fewer than 3 input channels that would guide the sigma channels too: the samplers use
+        ``onelora.diffusion.guided`` (``guided_channels=3`` reproduces this method).
         """
         half = x[: len(x) // 2]
         out = self.forward(torch.cat([half, half], dim=0), t, y)
