@@ -43,9 +43,10 @@ PLACES = ("num_workers", "root", "cache_dir", "data_dir", "persistent_workers", 
 def pretrain_task(task: DictConfig) -> DictConfig:
     """The task as pre-training sees it: ``task.pretrain`` merged over the task."""
     pre = task.pretrain
-    unknown = set(pre) - set(MERGED) - set(REPLACED) - {"seed", "val_every_n_epochs"}
+    unknown = set(pre) - set(MERGED) - set(REPLACED) - {"seed", "val_every_n_epochs", "val_check_interval"}
     if unknown:
-        raise ConfigError(f"task.pretrain: unknown key(s) {sorted(unknown)}; it takes {sorted(MERGED + REPLACED)} and seed")
+        raise ConfigError(f"task.pretrain: unknown key(s) {sorted(unknown)}; it takes "
+                          f"{sorted(MERGED + REPLACED)}, seed, val_every_n_epochs and val_check_interval")
     merged = {k: v for k, v in plain(task).items() if k not in ("pretrain", "lr_per_method")}
     pre = plain(pre)
     for key in MERGED:
@@ -122,7 +123,9 @@ def _pretrain(settings: Any, offered: dict[str, Any], path: Path) -> None:
                    metric=contract.metric.as_dict(), lr_scales=plain(task_cfg.get("lr_scales") or {}))
     stats = RunStats(time.time())
     best = BestMetric(contract.metric.as_dict(), stats)
-    every = task_cfg.get("val_every_n_epochs") or max(1, int(epochs or 1) // 10)
+    # validation rounds: every N steps (step budgets), else every N epochs (a tenth of the epochs)
+    interval = settings.task.cfg.pretrain.get("val_check_interval")
+    every = None if interval else task_cfg.get("val_every_n_epochs") or max(1, int(epochs or 1) // 10)
     trainer = L.Trainer(
         max_epochs=int(epochs) if epochs else -1,
         max_steps=int(max_steps) if max_steps else -1,
@@ -133,7 +136,8 @@ def _pretrain(settings: Any, offered: dict[str, Any], path: Path) -> None:
         enable_checkpointing=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        check_val_every_n_epoch=int(every),
+        check_val_every_n_epoch=every,
+        val_check_interval=interval,
         enable_progress_bar=bool(cfg.trainer.get("enable_progress_bar", True)),
         callbacks=[stats, best],
     )
