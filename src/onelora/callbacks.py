@@ -194,17 +194,37 @@ class RunIdentity(L.Callback):
         checkpoint["onelora"] = {"fingerprint": self.fingerprint}
 
 
-class CheckpointOnTerminate(L.Callback):
-    """On SIGTERM (``kill``, ``timeout``, ``scancel``) or Ctrl-C, Lightning stops at the next batch
-    boundary: save ``last.ckpt`` there, so a relaunch resumes from that step, and remember which
-    signal stopped the run (Lightning turns Ctrl-C into a bare ``SystemExit(1)``)."""
+class LastCheckpoint(L.Callback):
+    """``checkpoints/last.ckpt``, what a relaunch resumes from: written at every epoch's end (after
+    its validation), every ``every_n_train_steps`` steps if set, and when SIGTERM (``kill``,
+    ``timeout``, ``scancel``) or Ctrl-C stops the run at a batch boundary. Written to a temporary
+    file and renamed, so a kill mid-write never leaves half a checkpoint. It also remembers which
+    signal stopped the run (Lightning turns Ctrl-C into a bare ``SystemExit(1)``).
 
-    def __init__(self, path: Path) -> None:
+    (Lightning's ``ModelCheckpoint(save_last=True)`` writes ``last.ckpt`` only alongside a top-k
+    save, i.e. not every epoch unless it also keeps other files.)"""
+
+    def __init__(self, path: Path, every_n_train_steps: int | None = None) -> None:
         self.path = Path(path)
+        self.every = int(every_n_train_steps or 0)
         self.signal: str | None = None
+
+    def save(self, trainer) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp)
+        trainer.strategy.barrier()
+        if trainer.is_global_zero:
+            tmp.replace(self.path)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every and trainer.global_step % self.every == 0 and trainer.global_step > 0:
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.save(trainer)
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         if isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
             self.signal = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT (Ctrl-C)"
             if trainer.state.fn == "fit":
-                trainer.save_checkpoint(self.path)
+                self.save(trainer)

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from . import __version__
 from .adapters import AdapterReport, inject, save_adapter
-from .callbacks import BestMetric, CheckpointOnTerminate, ModelMemory, RunIdentity, RunStats, peak_memory
+from .callbacks import BestMetric, LastCheckpoint, ModelMemory, RunIdentity, RunStats, peak_memory
 from .config import ConfigError, plain
 from .contract import build
 from .count import count
@@ -220,7 +220,7 @@ def train(settings: RunSettings, run_dir: Path, started: float, resume_from: str
     stats = RunStats(started)
     best = BestMetric(task.metric.as_dict(), stats)
     memory = ModelMemory()
-    stopper = CheckpointOnTerminate(run_dir / "checkpoints" / "last.ckpt")
+    stopper = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt", cfg.trainer.get("checkpoint_every_n_train_steps"))
     trainer, loggers, best_ckpt = build_trainer(settings, run_dir, [stats, best, memory, stopper])
     evaluating = settings.mode == "eval"
     if evaluating:  # the weights as they are (the un-adapted source model): one validation round, then test
@@ -305,11 +305,9 @@ def build_loggers(settings: RunSettings, run_dir: Path) -> list[Any]:
 def build_trainer(settings: RunSettings, run_dir: Path, callbacks: list[Any]) -> tuple[L.Trainer, list[Any], ModelCheckpoint]:
     cfg = settings.cfg
     t = plain(cfg.trainer)
-    every_n_steps = t.pop("checkpoint_every_n_train_steps", None)
+    t.pop("checkpoint_every_n_train_steps", None)  # LastCheckpoint's
     loggers = build_loggers(settings, run_dir)
     checkpoints = run_dir / "checkpoints"
-    last = ModelCheckpoint(dirpath=str(checkpoints), save_top_k=0, save_last=True, every_n_train_steps=every_n_steps,
-                           enable_version_counter=False)
     metric = settings.task.metric
     best = ModelCheckpoint(dirpath=str(checkpoints), filename="best", monitor=metric.val_key, mode=metric.direction,
                            save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False)
@@ -323,7 +321,7 @@ def build_trainer(settings: RunSettings, run_dir: Path, callbacks: list[Any]) ->
         plugins=plugins or None,
         default_root_dir=str(run_dir),
         logger=loggers or False,
-        callbacks=[last, best, *callbacks, RunIdentity(fingerprint(cfg)), *extra],
+        callbacks=[best, *callbacks, RunIdentity(fingerprint(cfg)), *extra],
         deterministic=bool(cfg.deterministic) or None,
         enable_model_summary=False,
     )
