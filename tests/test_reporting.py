@@ -525,14 +525,15 @@ def test_paper_labels():
         "onelora": "1LoRA", "full": "All", "mora1": "MoRA (1)", "mora6": "MoRA (6)", "lora": "LoRA",
         "lora_qkv": "LoRA (QKV)", "vera": "VeRA", "dora": "DoRA", "bitfit": "BitFit", "difffit": "DiffFit",
         "norms": "Norms", "gamma": "Gamma", "onelora+norms": "1LoRA (norms)", "onelora_random": "1LoRA (random c)",
-        "onelora+norms+gamma+bias": "1LoRA (bias+gamma+norms)", "head": "Head", "something_new": "something_new",
+        "onelora+norms+gamma+bias": "1LoRA (bias+gamma+norms)", "head": "Head", "unadapted": "Un-adapted",
+        "something_new": "something_new",
     }
     assert {m: paper.method_label(m) for m in expected} == expected
     families = {m: paper.method_family(m) for m in ("onelora", "onelora_random", "onelora+bias", "lora_qkv", "mora6",
-                                                     "gamma", "full", "head", "xyz")}
+                                                     "gamma", "full", "head", "unadapted", "xyz")}
     assert families == {"onelora": "1LoRA", "onelora_random": "1LoRA", "onelora+bias": "1LoRA", "lora_qkv": "LoRA",
                         "mora6": "MoRA", "gamma": "BitFit / DiffFit / norms", "full": "All", "head": "Head",
-                        "xyz": "other"}
+                        "unadapted": "Un-adapted", "xyz": "other"}
     assert len({paper.FAMILY_COLORS[f] for f in set(families.values())}) == len(set(families.values()))
 
 
