@@ -515,6 +515,7 @@ def test_ours_only_depth_transfers_in_table2_layout(tmp_path):
     assert table.columns == [("KITTI → NYU", "rmse"), ("KITTI → NYU", "abs_rel"), ("NYU → KITTI", "rmse"),
                              ("NYU → KITTI", "abs_rel")]
     md = (tmp_path / "ours_depth_tiny_depth.md").read_text()
+    assert "| method | KITTI → NYU RMSE | KITTI → NYU AbsRel | NYU → KITTI RMSE | NYU → KITTI AbsRel |" in md
     assert "| 1LoRA | **0.900** (n=1) | **0.2100** (n=1) | <u>6.500</u> (n=1) | <u>0.2000</u> (n=1) |" in md
     assert "| All |  |  | **5.500** (n=1) | **0.1700** (n=1) |" in md
 
