@@ -48,13 +48,34 @@ CIFAR_TINY = ("task=cifar10", "+twin=cifar10")
 DIGITS_FAST = ("+twin=digits",)
 
 
+#: tasks whose twins are one shared file (a sweep over several of them uses that one)
+SHARED_TWINS = {
+    "nyu_to_kitti": "depth", "kitti_to_nyu": "depth", "kitti_to_diode_outdoor": "depth", "nyu_to_diode_outdoor": "depth",
+    "depth_mini": "depth_mini", "depth_mini_outdoor_to_indoor": "depth_mini",
+}
+
+
 def twin(task: str, data_dir: Path) -> list[str]:
     """Overrides that run ``task`` as its tiny twin, with the twin's data written under ``data_dir``
-    in the dataset's real on-disk layout. Add a case here when a task needs data written."""
+    in the dataset's real on-disk layout. Add a case here when a task needs data written.
+
+    ``task`` may be a comma-separated sweep ("kitti_to_nyu,nyu_to_kitti") of tasks sharing one twin."""
+    from depth_twins import TARGETS, write_depth_twin
     from fakes import write_cifar
 
+    tasks = task.split(",")
+    if len(tasks) > 1:
+        shared = {SHARED_TWINS.get(t) for t in tasks}
+        assert len(shared) == 1 and None not in shared, f"tasks {tasks} share no twin"
+        for name in tasks:
+            twin(name, data_dir)
+        return [f"task={task}", f"+twin={shared.pop()}", f"paths.data_dir={data_dir}"]
     if task in ("cifar10", "cifar100"):
         classes = 10 if task == "cifar10" else 100
         write_cifar(data_dir / "twin" / task, classes=classes)
+        return [f"task={task}", f"+twin={task}", f"paths.data_dir={data_dir}"]
+    if task in TARGETS:
+        write_depth_twin(task, data_dir / "twin" / task)
+    if task in SHARED_TWINS:  # depth: the twin's data (or the synthetic generator's) under data_dir
         return [f"task={task}", f"+twin={task}", f"paths.data_dir={data_dir}"]
     return [f"task={task}", f"+twin={task}"]

@@ -41,18 +41,24 @@ def rgb_pattern(h: int, w: int, seed: int) -> np.ndarray:
 # ---------------------------------------------------------------------------- NYU
 
 
+#: BTS's NYU extraction (what the reference reads): training scenes in sync/, the test set in official_splits/test/
+NYU_FOLDERS = {"train": "sync", "test": "official_splits/test"}
+
+
 def write_nyu(root: Path, n_train: int = 3, n_test: int = 2, size=(480, 640)) -> dict[str, np.ndarray]:
-    """NYU: <scene>/rgb_XXXXX.jpg + sync_depth_XXXXX.png (uint16 mm); train lines start with '/'."""
+    """NYU: sync/<scene>/rgb_XXXXX.jpg + sync_depth_XXXXX.png (uint16 mm), the test set under
+    official_splits/test/<scene>/; train lines start with '/'."""
     depths = {}
     lines = {"train": [], "test": []}
     for split, n, scene in (("train", n_train, "kitchen_0028b"), ("test", n_test, "bathroom")):
+        folder = root / NYU_FOLDERS[split]
         for i in range(n):
             idx = 45 + i
             rgb, dep = f"{scene}/rgb_{idx:05d}.jpg", f"{scene}/sync_depth_{idx:05d}.png"
-            save_rgb(root / rgb, rgb_pattern(*size, seed=idx))
+            save_rgb(folder / rgb, rgb_pattern(*size, seed=idx))
             mm = np.random.default_rng(idx).integers(500, 9000, size=size).astype(np.uint16)
             mm[:10] = 0  # missing depth at the top, as NYU's borders
-            save_png16(root / dep, mm)
+            save_png16(folder / dep, mm)
             depths[f"{split}{i}"] = mm
             lead = "/" if split == "train" else ""
             lines[split].append(f"{lead}{rgb} {lead}{dep} 518.8579")
@@ -110,7 +116,7 @@ def test_nyu_errors_name_the_file(tmp_path):
     write_nyu(tmp_path)
     with pytest.raises(MissingDataError, match="nope.txt"):
         nyu_module(tmp_path, train_list=str(tmp_path / "nope.txt")).setup()
-    (tmp_path / "bathroom/rgb_00046.jpg").unlink()
+    (tmp_path / "official_splits/test/bathroom/rgb_00046.jpg").unlink()
     with pytest.raises(MissingDataError, match=r"1 file\(s\) listed in .*nyudepthv2_test_files_with_gt.txt.*rgb_00046.jpg"):
         nyu_module(tmp_path).setup()
     bad = tmp_path / "bad_list.txt"
@@ -121,7 +127,7 @@ def test_nyu_errors_name_the_file(tmp_path):
 
 def test_depth_png_of_the_wrong_type_is_an_error_naming_it(tmp_path):
     write_nyu(tmp_path, n_test=2)
-    depth = tmp_path / "bathroom/sync_depth_00045.png"
+    depth = tmp_path / "official_splits/test/bathroom/sync_depth_00045.png"
     Image.fromarray(np.zeros((480, 640), dtype=np.uint8)).save(depth)  # 8-bit: not NYU's format
     dm = nyu_module(tmp_path, augment=False)
     dm.setup()

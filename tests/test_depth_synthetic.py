@@ -54,6 +54,8 @@ def test_nyu_layout_is_read_by_the_real_loader(tmp_path):
     root = ensure_synthetic_depth(tmp_path, "indoor", "nyu", n_train=5, n_test=3, seed=1, size=SIZE)
     train_list, test_list = SPLIT_FILES["nyu"]
     assert (root / train_list).read_text().startswith("/synthetic_room_0000/rgb_00000.jpg /synthetic_room_0000/sync_depth_00000.png ")
+    assert (root / "sync/synthetic_room_0000/rgb_00000.jpg").is_file()  # BTS's NYU folders, as the real set
+    assert (root / "official_splits/test/synthetic_test_0000/sync_depth_00002.png").is_file()
     dm = SplitFileDepthDataModule(dataset="nyu", root=str(root), train_list=str(root / train_list),
                                   test_list=str(root / test_list), input_size=SIZE, augment=False, val_fraction=0.2)
     dm.setup()

@@ -515,6 +515,7 @@ def test_ours_only_depth_transfers_in_table2_layout(tmp_path):
     assert table.columns == [("KITTI → NYU", "rmse"), ("KITTI → NYU", "abs_rel"), ("NYU → KITTI", "rmse"),
                              ("NYU → KITTI", "abs_rel")]
     md = (tmp_path / "ours_depth_tiny_depth.md").read_text()
+    assert "| method | KITTI → NYU RMSE | KITTI → NYU AbsRel | NYU → KITTI RMSE | NYU → KITTI AbsRel |" in md
     assert "| 1LoRA | **0.900** (n=1) | **0.2100** (n=1) | <u>6.500</u> (n=1) | <u>0.2000</u> (n=1) |" in md
     assert "| All |  |  | **5.500** (n=1) | **0.1700** (n=1) |" in md
 
@@ -525,14 +526,15 @@ def test_paper_labels():
         "onelora": "1LoRA", "full": "All", "mora1": "MoRA (1)", "mora6": "MoRA (6)", "lora": "LoRA",
         "lora_qkv": "LoRA (QKV)", "vera": "VeRA", "dora": "DoRA", "bitfit": "BitFit", "difffit": "DiffFit",
         "norms": "Norms", "gamma": "Gamma", "onelora+norms": "1LoRA (norms)", "onelora_random": "1LoRA (random c)",
-        "onelora+norms+gamma+bias": "1LoRA (bias+gamma+norms)", "head": "Head", "something_new": "something_new",
+        "onelora+norms+gamma+bias": "1LoRA (bias+gamma+norms)", "head": "Head", "unadapted": "Un-adapted",
+        "something_new": "something_new",
     }
     assert {m: paper.method_label(m) for m in expected} == expected
     families = {m: paper.method_family(m) for m in ("onelora", "onelora_random", "onelora+bias", "lora_qkv", "mora6",
-                                                     "gamma", "full", "head", "xyz")}
+                                                     "gamma", "full", "head", "unadapted", "xyz")}
     assert families == {"onelora": "1LoRA", "onelora_random": "1LoRA", "onelora+bias": "1LoRA", "lora_qkv": "LoRA",
                         "mora6": "MoRA", "gamma": "BitFit / DiffFit / norms", "full": "All", "head": "Head",
-                        "xyz": "other"}
+                        "unadapted": "Un-adapted", "xyz": "other"}
     assert len({paper.FAMILY_COLORS[f] for f in set(families.values())}) == len(set(families.values()))
 
 

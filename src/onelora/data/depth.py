@@ -58,14 +58,19 @@ class DepthDatasetSpec:
     brightness: tuple[float, float]
     depth_format: str  # png_mm (NYU) | png_256 (KITTI) | npy (DIODE)
     kb_crop: tuple[int, int] | None  # (height, width) or None
-    image_dir: str = ""
+    image_dir: str = ""  # the training list's folders under root (the reference's data_path / gt_path)
     depth_dir: str = ""
+    test_image_dir: str | None = None  # the test list's (data_path_eval / gt_path_eval); None: as training
+    test_depth_dir: str | None = None
     focal: float = 0.0  # the split files' focal length at the original width (the synthetic writer scales it)
     width: int = 0
 
 
 DATASETS: dict[str, DepthDatasetSpec] = {
-    "nyu": DepthDatasetSpec("nyu", 1e-3, 10.0, "eigen", (0.75, 1.25), "png_mm", None, focal=518.8579, width=640),
+    "nyu": DepthDatasetSpec(
+        "nyu", 1e-3, 10.0, "eigen", (0.75, 1.25), "png_mm", None, image_dir="sync", depth_dir="sync",
+        test_image_dir="official_splits/test", test_depth_dir="official_splits/test", focal=518.8579, width=640,
+    ),
     "kitti": DepthDatasetSpec(
         "kitti", 1e-3, 80.0, "garg", (0.9, 1.1), "png_256", (352, 1216),
         image_dir="raw_data", depth_dir="data_depth_annotated_zoedepth", focal=721.5377, width=1242,
@@ -434,8 +439,9 @@ class SplitFileDepthDataModule(_DepthDataModule):
 
     ``train_list`` / ``test_list``: absolute, or relative to ``root``. Paths in the lists are
     relative to ``root/image_dir`` and ``root/depth_dir`` (the test list's to
-    ``test_image_dir`` / ``test_depth_dir`` where given). Defaults: NYU both ``root`` itself; KITTI
-    ``raw_data`` and ``data_depth_annotated_zoedepth`` (the reference's ``data_path`` / ``gt_path``).
+    ``test_image_dir`` / ``test_depth_dir`` where given). Defaults, the reference's ``data_path`` /
+    ``gt_path`` (and ``*_eval``) layout: NYU (BTS's extraction) ``sync`` for training and
+    ``official_splits/test`` for test; KITTI ``raw_data`` and ``data_depth_annotated_zoedepth`` for both.
     Lines with ``None`` depth are skipped (``skipped_lines`` counts them).
     """
 
@@ -492,14 +498,16 @@ class SplitFileDepthDataModule(_DepthDataModule):
         self.root = Path(root).expanduser()
         # a relative list path is taken inside root (the synthetic sets keep their lists there)
         self.train_list, self.test_list = (self.root / Path(p).expanduser() for p in (train_list, test_list))
+        # test folders: as given; else as the training folders given; else the dataset's own test folders
+        if test_image_dir is None:
+            test_image_dir = image_dir if image_dir is not None else (spec.test_image_dir or spec.image_dir)
+        if test_depth_dir is None:
+            test_depth_dir = depth_dir if depth_dir is not None else (spec.test_depth_dir or spec.depth_dir)
         image_dir = spec.image_dir if image_dir is None else image_dir
         depth_dir = spec.depth_dir if depth_dir is None else depth_dir
         self.dirs = {
             "train": (self.root / image_dir, self.root / depth_dir),
-            "test": (
-                self.root / (image_dir if test_image_dir is None else test_image_dir),
-                self.root / (depth_dir if test_depth_dir is None else test_depth_dir),
-            ),
+            "test": (self.root / test_image_dir, self.root / test_depth_dir),
         }
         self.skipped_lines = {"train": 0, "test": 0}
 

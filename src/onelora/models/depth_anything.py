@@ -338,21 +338,34 @@ class DepthAnything(nn.Module):
 
 
 WEIGHTS_HINT = (
-    "The originals: `huggingface-cli download LiheYoung/depth_anything_vitl14 --local-dir <dir>` (vits / vitb "
-    "likewise), or `huggingface-cli download --repo-type space LiheYoung/Depth-Anything "
-    "checkpoints/depth_anything_vitl14.pth --local-dir <dir>`, then `model.pretrained=<dir or file>`"
+    "The originals: relative v1 `huggingface-cli download LiheYoung/depth_anything_vitl14 --local-dir <dir>`; "
+    "v1 metric (NYU / KITTI fine-tuned) `huggingface-cli download --repo-type space LiheYoung/Depth-Anything "
+    "checkpoints_metric_depth/depth_anything_metric_depth_indoor.pt --local-dir <dir>` (or _outdoor.pt); V2 metric "
+    "`huggingface-cli download depth-anything/Depth-Anything-V2-Metric-Hypersim-Large "
+    "depth_anything_v2_metric_hypersim_vitl.pth --local-dir <dir>` (VKITTI likewise); then `model.pretrained=<file>`"
 )
 
 
-def load_depth_anything_weights(
-    model: DepthAnything, source: str | Path, *, load_head: bool = True
-) -> DepthAnything:
-    """Load an original checkpoint (keys ``pretrained.*``, ``depth_head.*``) strictly.
+def read_depth_anything_state(source: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of a checkpoint in any released layout, in this module's names."""
+    try:
+        return convert_metric_checkpoint(load_state(str(source), hint=WEIGHTS_HINT))
+    except ValueError as err:  # a file of another model: name it
+        raise ValueError(f"Depth Anything weights {source}: {err}") from None
 
-    ``load_head=False`` loads only the encoder (strict on it; the head keeps its init), as
-    Depth-Anything-V2's metric fine-tuning does.
+
+def load_depth_anything_weights(
+    model: DepthAnything, source: str | Path | Mapping[str, torch.Tensor], *, load_head: bool = True
+) -> DepthAnything:
+    """Load a checkpoint in any released layout (see :func:`convert_metric_checkpoint`) strictly.
+
+    The source goes through the one weight loader (a file, a directory, a hub id, a URL); v1
+    relative, v1 metric (ZoeDepth: its metric-bins head is dropped) and V2 metric checkpoints, and
+    our own cached pre-training, all load into this module's names (``source`` may also be a state
+    dict already read). ``load_head=False`` loads only the encoder (strict on it; the head keeps its
+    init), as Depth-Anything-V2's metric fine-tuning does.
     """
-    state = load_state(str(source), hint=WEIGHTS_HINT)
+    state = convert_metric_checkpoint(source) if isinstance(source, Mapping) else read_depth_anything_state(source)
     if load_head:
         model.load_state_dict(state, strict=True)
     else:
@@ -392,10 +405,11 @@ def build_depth_anything(cfg: Mapping[str, Any], *, max_depth: float | None = No
     if unknown:
         raise ValueError(f"Depth Anything: unknown arch keys {sorted(unknown)}; known: {list(ARCH_KEYS) + ['load_head']}")
     load_head = bool(arch.pop("load_head", True))
+    source = cfg.get("pretrained") if load_weights else None
+    state = read_depth_anything_state(source) if source else None  # missing weights fail before a 335M build
     model = DepthAnything(**arch)
-    source = cfg.get("pretrained")
-    if load_weights and source:
-        load_depth_anything_weights(model, source, load_head=load_head)
+    if state is not None:
+        load_depth_anything_weights(model, state, load_head=load_head)
     return model
 
 

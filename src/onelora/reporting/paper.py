@@ -100,6 +100,7 @@ METHOD_LABELS = {
     "norms": "Norms",
     "gamma": "Gamma",
     "head": "Head",
+    "unadapted": "Un-adapted",  # method=none, mode=eval: the source model as loaded
 }
 
 #: one colour per method family in every plot
@@ -112,13 +113,14 @@ FAMILY_COLORS = {
     "BitFit / DiffFit / norms": "tab:orange",
     "All": "0.35",
     "Head": "tab:olive",
+    "Un-adapted": "k",
     "other": "tab:cyan",
 }
 _FAMILY_OF = {
     "onelora": "1LoRA", "onelora_random": "1LoRA", "lora": "LoRA", "lora_qkv": "LoRA", "vera": "VeRA",
     "dora": "DoRA", "mora1": "MoRA", "mora6": "MoRA", "bitfit": "BitFit / DiffFit / norms",
     "difffit": "BitFit / DiffFit / norms", "norms": "BitFit / DiffFit / norms",
-    "gamma": "BitFit / DiffFit / norms", "full": "All", "head": "Head",
+    "gamma": "BitFit / DiffFit / norms", "full": "All", "head": "Head", "unadapted": "Un-adapted",
 }
 
 #: decimals the paper prints a metric's means with at least (the CSVs lost trailing zeros:
@@ -145,7 +147,7 @@ def method_label(method: object) -> str:
 
 def method_family(method: object) -> str:
     """The family a method is coloured by (1LoRA variants, LoRA, VeRA, DoRA, MoRA, BitFit /
-    DiffFit / norms, All, Head; "other" for anything else)."""
+    DiffFit / norms, All, Head, Un-adapted; "other" for anything else)."""
     key = norm_method(method)
     base = key.split("+", 1)[0]
     return _FAMILY_OF.get(key) or ("1LoRA" if base == "onelora" else _FAMILY_OF.get(base, "other"))

@@ -40,7 +40,7 @@ GIB = 2**30
 
 #: methods in the order "ours only" tables list them (others follow alphabetically)
 METHOD_ORDER = (
-    "head", "onelora", "onelora_random", "lora", "lora_qkv", "vera", "dora", "mora1", "mora6",
+    "unadapted", "head", "onelora", "onelora_random", "lora", "lora_qkv", "vera", "dora", "mora1", "mora6",
     "bitfit", "gamma", "difffit", "norms", "onelora+bias", "onelora+gamma", "onelora+norms",
     "onelora+bias+gamma", "onelora+bias+norms", "onelora+gamma+norms",
     "onelora+bias+gamma+norms", "full",

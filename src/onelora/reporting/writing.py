@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from onelora.reporting import stats
-from onelora.reporting.paper import METRIC_LABELS
+from onelora.reporting.paper import METRIC_LABELS, norm_metric
 from onelora.reporting.tables import MEMORY_KINDS, TableResult, is_missing
 
 PAPER_COLUMNS = [
@@ -175,7 +175,7 @@ def _column_ranks(rows: list[dict], key: str, decimals_key: str) -> dict[int, in
 
 
 def _column_header(setting: str, metric: str, show_setting: bool) -> str:
-    name = METRIC_LABELS.get(metric, metric).replace(" (%)", "")
+    name = METRIC_LABELS.get(norm_metric(metric), metric).replace(" (%)", "")  # "abs_rel" -> "AbsRel"
     return f"{setting} {name}" if show_setting and setting else name
 
 

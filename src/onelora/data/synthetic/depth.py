@@ -17,7 +17,8 @@ depend on how many are drawn. ``ensure_synthetic_depth`` writes a set once per s
 returns the folder the data module's ``root`` points at.
 
 Layouts (what the real loaders read; see onelora.data.depth):
-- ``nyu``: ``<scene>/rgb_XXXXX.jpg`` + ``sync_depth_XXXXX.png`` (uint16 mm) and the split files
+- ``nyu``: ``sync/<scene>/rgb_XXXXX.jpg`` + ``sync_depth_XXXXX.png`` (uint16 mm; test images under
+  ``official_splits/test/<scene>/``, as BTS's extraction that the reference reads) and the split files
   ``train_test_inputs/nyudepthv2_{train,test}_files_with_gt.txt`` (``rgb depth focal`` lines).
 - ``kitti``: ``raw_data/<date>/<drive>/image_02/data/<frame>.png`` + ``data_depth_annotated_zoedepth/
   <drive>/proj_depth/groundtruth/image_02/<frame>.png`` (uint16, metres x 256), split files
@@ -43,7 +44,7 @@ import numpy as np
 from PIL import Image
 
 #: bump when the renderer or the writers change: a new version is a new folder
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: NYU in BTS's sync/ + official_splits/test/ folders
 MARKER = "synthetic_depth.json"
 EPS = 1e-4
 
@@ -364,9 +365,11 @@ def _save_png16(path: Path, values: np.ndarray) -> None:
 
 
 class NYUWriter:
-    """``<scene>/rgb_XXXXX.jpg`` + ``sync_depth_XXXXX.png`` (mm); train lines begin with '/' as NYU's do."""
+    """BTS's extraction of NYU: ``sync/<scene>/rgb_XXXXX.jpg`` + ``sync_depth_XXXXX.png`` (mm) for training,
+    ``official_splits/test/<scene>/...`` for test; train lines begin with '/' as NYU's do."""
 
     per_scene = 100
+    folders = {"train": "sync", "test": "official_splits/test"}
 
     def __init__(self, root: Path, domain: str, width: int):
         self.root, self.focal = root, focal_length(domain, width)
@@ -374,10 +377,11 @@ class NYUWriter:
 
     def write(self, split: str, index: int, rgb: np.ndarray, depth: np.ndarray) -> None:
         scene = f"synthetic_{'room' if split == 'train' else 'test'}_{index // self.per_scene:04d}"
-        (self.root / scene).mkdir(exist_ok=True)
+        folder = self.root / self.folders[split]
+        (folder / scene).mkdir(parents=True, exist_ok=True)
         image, gt = f"{scene}/rgb_{index:05d}.jpg", f"{scene}/sync_depth_{index:05d}.png"
-        Image.fromarray(rgb).save(self.root / image, quality=95)
-        _save_png16(self.root / gt, np.round(np.clip(depth, 0, 65.535) * 1000))
+        Image.fromarray(rgb).save(folder / image, quality=95)
+        _save_png16(folder / gt, np.round(np.clip(depth, 0, 65.535) * 1000))
         lead = "/" if split == "train" else ""
         self.lines[split].append(f"{lead}{image} {lead}{gt} {self.focal:.4f}")
 
