@@ -51,10 +51,16 @@ DIGITS_FAST = ("+twin=digits",)
 def twin(task: str, data_dir: Path) -> list[str]:
     """Overrides that run ``task`` as its tiny twin, with the twin's data written under ``data_dir``
     in the dataset's real on-disk layout. Add a case here when a task needs data written."""
-    from fakes import write_cifar
+    from fakes import write_cifar, write_food101, write_tiny_vae
 
     if task in ("cifar10", "cifar100"):
         classes = 10 if task == "cifar10" else 100
         write_cifar(data_dir / "twin" / task, classes=classes)
+        return [f"task={task}", f"+twin={task}", f"paths.data_dir={data_dir}"]
+    if task == "food101_generation":  # Food-101 as it ships, and a tiny random VAE in diffusers' format
+        home = data_dir / "twin" / task
+        if not (home / "vae" / "config.json").is_file():
+            write_food101(home)
+            write_tiny_vae(home / "vae")
         return [f"task={task}", f"+twin={task}", f"paths.data_dir={data_dir}"]
     return [f"task={task}", f"+twin={task}"]
