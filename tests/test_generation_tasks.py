@@ -112,3 +112,21 @@ def test_food101_time_budget_ends_the_run_with_its_record(tmp_path, food):
     assert 2 <= record["time"]["fit_s"] < 60 and math.isfinite(record["metric"]["test"])
     assert (Path(record["run_dir"]) / "adapter").is_dir()
     assert results(Path(record["run_dir"]))["global_step"] == record["global_step"]
+
+
+def test_the_fig5_grid_is_table_s8():
+    """experiments/fig5.yaml runs exactly Table S8's methods, and task=food101_generation's paper
+    keys and model are the spelling of its rows, so the report puts our runs beside them."""
+    from omegaconf import OmegaConf
+
+    from onelora.reporting.paper import load_paper_rows, norm_key
+    from runs import config
+
+    s8 = load_paper_rows().query("table == 'S8'")
+    grid = OmegaConf.load(ROOT / "experiments" / "fig5.yaml").hydra.sweeper.params
+    names = {OmegaConf.load(ROOT / "conf" / "method" / f"{m}.yaml").name for m in grid.method.split(",")}
+    assert names == set(s8["method"]) and str(grid.seed) == "0"  # the paper's DiT results are single runs
+    cfg = config(Path("/tmp/onelora-fig5-test"), "experiment=fig5")
+    keys = {(norm_key(r.task), norm_key(r.source), norm_key(r.target), r.model) for r in s8.itertuples()}
+    paper = cfg.task.paper
+    assert keys == {(norm_key(paper.task), norm_key(paper.source), norm_key(paper.target), cfg.model.name)}
