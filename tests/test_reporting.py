@@ -708,7 +708,7 @@ def test_generation_fid_tables_with_the_unadapted_rows(tmp_path):
                             value=12.9, trainable_params=603_680, time_to_best=17 * 3600.0, **gpu))
     recs.append(make_record(task="food101_generation", paper_keys=FOOD101, model="dit_xl_2", method="unadapted",
                             value=80.0, trainable_params=0, fit_s=0.0, **gpu))
-    report = build_report(runs_from_records(recs), tmp_path, plots=True)
+    report = build_report(runs_from_records(recs), tmp_path, plots=False)
 
     ours = next(t for t in report.ours_tables if t.slug == "ours_digits_generation_dit_digits")
     assert {r["method"] for r in ours.rows} == {"unadapted", "head", "onelora"}
@@ -717,7 +717,6 @@ def test_generation_fid_tables_with_the_unadapted_rows(tmp_path):
     assert row(ours.rows, "onelora")["ours_mean"] == pytest.approx(44.0) and row(ours.rows, "onelora")["ours_n"] == 2
     md = (tmp_path / "ours_digits_generation_dit_digits.md").read_text()
     assert "**44.00 ± 2.8284** (n=2)" in md  # the lowest FID is the best (bold), FID to 2 decimals
-    assert (tmp_path / "ours_digits_generation_dit_digits.png").read_bytes()[:8] == PNG_SIGNATURE
 
     s8 = row(report.table("S8").rows, "onelora")
     assert s8["ours_mean"] == pytest.approx(12.9) and s8["paper_mean"] == pytest.approx(12.8218)
