@@ -45,7 +45,8 @@ def write_cifar(root: Path, *, classes: int = 10, per_batch: int = 20, test: int
 
 def write_food101(root: Path, *, classes: tuple[str, ...] = ("apple_pie", "ramen", "sushi"), train: int = 4,
                   test: int = 2, seed: int = 0) -> Path:
-    """A Food-101 copy as it ships: food-101/images/<class>/<id>.jpg and meta/{train,test}.json."""
+    """A Food-101 copy as it ships: food-101/images/<class>/<id>.jpg, meta/{train,test}.json and the
+    same lists as meta/{train,test}.txt (``<class>/<id>`` lines), meta/classes.txt and labels.txt."""
     import json
 
     from PIL import Image
@@ -66,5 +67,20 @@ def write_food101(root: Path, *, classes: tuple[str, ...] = ("apple_pie", "ramen
     (base / "meta").mkdir(parents=True, exist_ok=True)
     for split, content in meta.items():
         (base / "meta" / f"{split}.json").write_text(json.dumps(content))
-    (base / "meta" / "classes.txt").write_text("\n".join(classes))
+        (base / "meta" / f"{split}.txt").write_text("".join(f"{i}\n" for ids in content.values() for i in ids))
+    (base / "meta" / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+    (base / "meta" / "labels.txt").write_text("".join(f"{c.replace('_', ' ').capitalize()}\n" for c in classes))
     return Path(root)
+
+
+def write_tiny_vae(directory: Path) -> Path:
+    """A random diffusers AutoencoderKL (2x downsampling, 4 latent channels) saved as diffusers
+    saves one (config.json + weights), so the VAE part loads it like sd-vae-ft-ema."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8,
+                  layers_per_block=1, sample_size=16, mid_block_add_attention=False).save_pretrained(directory)
+    return Path(directory)

@@ -61,7 +61,7 @@ def twin(task: str, data_dir: Path) -> list[str]:
 
     ``task`` may be a comma-separated sweep ("kitti_to_nyu,nyu_to_kitti") of tasks sharing one twin."""
     from depth_twins import TARGETS, write_depth_twin
-    from fakes import write_cifar
+    from fakes import write_cifar, write_food101, write_tiny_vae
 
     tasks = task.split(",")
     if len(tasks) > 1:
@@ -77,5 +77,11 @@ def twin(task: str, data_dir: Path) -> list[str]:
     if task in TARGETS:
         write_depth_twin(task, data_dir / "twin" / task)
     if task in SHARED_TWINS:  # depth: the twin's data (or the synthetic generator's) under data_dir
+        return [f"task={task}", f"+twin={task}", f"paths.data_dir={data_dir}"]
+    if task == "food101_generation":  # Food-101 as it ships, and a tiny random VAE in diffusers' format
+        home = data_dir / "twin" / task
+        if not (home / "vae" / "config.json").is_file():
+            write_food101(home)
+            write_tiny_vae(home / "vae")
         return [f"task={task}", f"+twin={task}", f"paths.data_dir={data_dir}"]
     return [f"task={task}", f"+twin={task}"]

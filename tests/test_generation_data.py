@@ -3,15 +3,12 @@ Food-101 as it ships, and the digits source / target splits."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from fakes import write_food101
+from fakes import write_food101, write_tiny_vae
 from onelora.data.errors import MissingDataError
 from onelora.data.generation import (
     DigitsGenerationDataModule,
@@ -23,26 +20,6 @@ from onelora.data.generation import (
 from onelora.data.latents import LatentDataset, cache_latents, latent_cache_path
 from onelora.metrics.fid import digits_images
 from onelora.models.vae import DIT_LATENT_SCALE, DiffusersVAE, IdentityVAE, build_vae
-
-
-def write_tiny_vae(directory: Path) -> Path:
-    """A random AutoencoderKL (2x downsampling, 4 latent channels) saved as diffusers saves it."""
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8,
-                  layers_per_block=1, sample_size=16, mid_block_add_attention=False).save_pretrained(directory)
-    return directory
-
-
-def write_food101_lists(root: Path) -> Path:
-    """Add what the real archive also ships: meta/{train,test}.txt lines ``<class>/<id>``."""
-    meta = root / "food-101" / "meta"
-    for split in ("train", "test"):
-        content = json.loads((meta / f"{split}.json").read_text())
-        (meta / f"{split}.txt").write_text("\n".join(i for ids in content.values() for i in ids) + "\n")
-    return root
 
 
 # -- VAE ------------------------------------------------------------------------------------------
@@ -147,7 +124,7 @@ def test_food101_as_it_ships(tmp_path):
 
 
 def test_food101_txt_lists_give_the_same_dataset(tmp_path):
-    root = write_food101_lists(write_food101(tmp_path / "data"))
+    root = write_food101(tmp_path / "data")  # ships both the .json and the .txt lists
     from_json = open_food101(root, "train")
     for split in ("train", "test"):
         (root / "food-101" / "meta" / f"{split}.json").unlink()
@@ -208,3 +185,20 @@ def test_digits_generation_splits():
         DigitsGenerationDataModule("both")
     with pytest.raises(ValueError, match="test_fraction"):
         DigitsGenerationDataModule(test_fraction=1.0)
+
+
+def test_digits_epochs_of_a_set_number_of_steps():
+    data = DigitsGenerationDataModule("target", batch_size=64, steps_per_epoch=20)
+    data.setup()
+    torch.manual_seed(0)
+    batches = list(data.train_dataloader())
+    assert len(batches) == 20 and all(b["image"].shape == (64, 1, 8, 8) for b in batches)
+    # whole reshuffled passes: each of the 448 training images once per pass (1280 = 2 passes + 384)
+    images = torch.cat([b["image"] for b in batches]).flatten(1)
+    index = {tuple(x.tolist()): i for i, x in enumerate(data.train_set.images.flatten(1))}
+    seen = [index[tuple(x.tolist())] for x in images]
+    assert sorted(seen[:448]) == list(range(448)) and sorted(seen[448:896]) == list(range(448))
+    assert len(set(seen[896:])) == 384
+    assert len(data.val_dataloader()) == 1  # evaluation loaders are not stretched: the 448 images at once
+    with pytest.raises(ValueError, match="steps_per_epoch must be >= 1"):
+        DigitsGenerationDataModule(steps_per_epoch=0)

@@ -3,6 +3,8 @@ and the Inception path (torch-fidelity's weights from a local file, clear errors
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -154,3 +156,20 @@ def test_missing_inception_weights_name_the_file(tmp_path, monkeypatch):
         resolve_inception_weights()
     hub_file.write_bytes(b"weights")  # once it is in torch.hub's cache, no network is needed
     assert resolve_inception_weights() == hub_file
+
+
+def test_pooled_pixels_by_hand():
+    from onelora.metrics.fid import PooledPixels
+
+    features = PooledPixels(side=2)
+    assert features.num_features == 12
+    image = torch.zeros(1, 3, 4, 4)
+    image[0, 0, :2, :2] = 1.0  # red, top-left quadrant
+    image[0, 2, 2:, :] = -1.0  # blue, bottom half
+    assert features(image).tolist() == [[1.0, 0.0, 0.0, 0.0, 0, 0, 0, 0, 0.0, 0.0, -1.0, -1.0]]
+    metric = fid_metric(features)  # the torchmetrics FID path takes it as it takes Inception
+    metric.update(torch.rand(8, 3, 16, 16) * 2 - 1, real=True)
+    metric.update(torch.rand(8, 3, 16, 16) * 2 - 1, real=False)
+    assert math.isfinite(float(metric.compute()))
+    with pytest.raises(ValueError, match="expected 3-channel images, got 1"):
+        features(torch.zeros(1, 1, 4, 4))

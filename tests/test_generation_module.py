@@ -153,7 +153,7 @@ def test_adapted_model_averages_only_the_adapters_and_table(features):
 
 
 def test_latent_space_through_a_vae(tmp_path, features):
-    from test_generation_data import write_tiny_vae
+    from fakes import write_tiny_vae
 
     from onelora.models.vae import build_vae
 

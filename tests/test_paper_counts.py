@@ -20,9 +20,9 @@ METHOD_FILE = {"onelora+bias": "onelora_bias", "onelora+norms": "onelora_norms",
                "onelora+bias+norms": "onelora_bias_norms", "onelora+bias+gamma": "onelora_bias_gamma",
                "onelora+gamma+norms": "onelora_gamma_norms", "onelora+bias+gamma+norms": "onelora_bias_gamma_norms"}
 RANKS = {"vit_base": 4}           # the paper's ViT counts are 4x one model's
-#: what each model's paper task declares (task.model_args): CIFAR-10's classifier; Food-101's 101
-#: classes, whose class table is re-initialised with 101 + 1 rows
-MODEL_ARGS = {"vit_base": {"num_classes": 10}, "dit_xl_2": {"num_classes": 101}}
+#: the paper task a model's counts depend on, counted through it (its task.model_args): CIFAR-10's
+#: classifier; Food-101's 101 classes, whose class table is re-initialised with 101 + 1 rows
+PAPER_TASK = {"vit_base": "cifar10", "dit_xl_2": "food101_generation"}
 
 # exact integers for one model, decoded in ../shared/paper/README.md
 EXACT = {
@@ -54,9 +54,11 @@ def counted(model: str, method: str) -> int:
     from onelora.count import count_parameters_of
     from onelora.settings import method_settings
 
-    cfg = config(_TMP, f"model={model}", f"method={METHOD_FILE.get(method, method)}")  # composed as a run is
+    task = [f"task={PAPER_TASK[model]}"] if model in PAPER_TASK else []
+    cfg = config(_TMP, f"model={model}", f"method={METHOD_FILE.get(method, method)}", *task)  # composed as a run is
     model_cfg = plain(cfg.model)
-    out = count_parameters_of(model_cfg, MethodSpec.from_config(method_settings(cfg)), MODEL_ARGS.get(model))
+    model_args = plain(cfg.task.model_args) if task else None
+    out = count_parameters_of(model_cfg, MethodSpec.from_config(method_settings(cfg)), model_args)
     return out["trainable_params"] if model_cfg["reported_params"] == "trainable" else out["adapter_params"]
 
 
@@ -88,3 +90,15 @@ def test_exact_counts(model, method):
 def test_the_counts_cover_every_model_of_the_paper():
     models = {p.values[0] for p in paper_rows()}
     assert models == {"vit_base", "depth_anything_l", "llama2_7b", "llama2_13b", "dit_xl_2"}
+
+
+def test_the_dit_count_through_the_food101_task_as_the_cli_prints_it(tmp_path, capsys):
+    """`python run.py mode=count model=dit_xl_2 method=onelora task=food101_generation`: 603,680."""
+    import json
+
+    from runs import run_inprocess
+
+    out = run_inprocess(tmp_path, "mode=count", "model=dit_xl_2", "method=onelora", "task=food101_generation")
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["trainable_params"] == out["trainable_params"] == 603_680
+    assert printed["head_params"] == 102 * 1152  # 101 classes + the null class, re-initialised

@@ -688,3 +688,42 @@ def test_table_s1_ours_beside_the_paper(tmp_path):
     assert "- NYU → KITTI (nyu_to_kitti, depth_anything_l, rmse): " in summary and "paper random − 1LoRA +0.036" in summary
     # onelora_random on CIFAR-10 has no paper row: it also lands in an ours-only table
     assert any(r["method"] == "onelora_random" for t in report.ours_tables for r in t.rows)
+
+
+# ------------------------------------------------------------------ generation (FID)
+DIGITS_GEN = {"task": "generation", "source": "digits0-4", "target": "digits5-9"}
+FOOD101 = {"task": "generation", "source": "ImageNet", "target": "Food-101"}
+
+
+def test_generation_fid_tables_with_the_unadapted_rows(tmp_path):
+    """Digits generation: an ours-only FID table (lower is better) holding the un-adapted model
+    (mode=eval), head-only and 1LoRA; Food-101 on DiT-XL/2: Table S8 beside the paper, and the
+    un-adapted model (no row in the paper) in the ours-only table of that task and model."""
+    fid = dict(metric="fid", direction="min", device="cpu", peak_bytes=2**30, experiment="mini_gen")
+    digits = {"unadapted": (238.0, 236.0), "head": (200.0, 204.0), "onelora": (42.0, 46.0)}
+    recs = [make_record(task="digits_generation", paper_keys=DIGITS_GEN, model="dit_digits", method=method, seed=seed,
+                        value=value, adapter_params=0 if method in ("unadapted", "head") else 4040,
+                        fit_s=0.0 if method == "unadapted" else 60.0, **fid)
+            for method, values in digits.items() for seed, value in enumerate(values)]
+    gpu = dict(metric="fid", direction="min", device="cuda", peak_bytes=26 * 2**30, reported="trainable")
+    recs.append(make_record(task="food101_generation", paper_keys=FOOD101, model="dit_xl_2", method="onelora",
+                            value=12.9, trainable_params=603_680, time_to_best=17 * 3600.0, **gpu))
+    recs.append(make_record(task="food101_generation", paper_keys=FOOD101, model="dit_xl_2", method="unadapted",
+                            value=80.0, trainable_params=0, fit_s=0.0, **gpu))
+    report = build_report(runs_from_records(recs), tmp_path, plots=False)
+
+    ours = next(t for t in report.ours_tables if t.slug == "ours_digits_generation_dit_digits")
+    assert {r["method"] for r in ours.rows} == {"unadapted", "head", "onelora"}
+    assert {r["metric"] for r in ours.rows} == {"fid"} and {r["direction"] for r in ours.rows} == {"min"}
+    assert row(ours.rows, "unadapted")["ours_mean"] == pytest.approx(237.0)
+    assert row(ours.rows, "onelora")["ours_mean"] == pytest.approx(44.0) and row(ours.rows, "onelora")["ours_n"] == 2
+    md = (tmp_path / "ours_digits_generation_dit_digits.md").read_text()
+    assert "**44.00 ± 2.8284** (n=2)" in md  # the lowest FID is the best (bold), FID to 2 decimals
+
+    s8 = row(report.table("S8").rows, "onelora")
+    assert s8["ours_mean"] == pytest.approx(12.9) and s8["paper_mean"] == pytest.approx(12.8218)
+    assert s8["ours_time"] == pytest.approx(17.0) and s8["time_unit"] == "h" and s8["params_match"] == "yes"
+    assert s8["agreement"] == stats.AGREE  # |12.9 - 12.82| <= 1% of 12.82
+    food = next(t for t in report.ours_tables if t.slug == "ours_food101_generation_dit_xl_2")
+    assert [r["method"] for r in food.rows] == ["unadapted"] and food.rows[0]["ours_mean"] == pytest.approx(80.0)
+    assert "ours_food101_generation_dit_xl_2" in " ".join(report.table("S8").notes)

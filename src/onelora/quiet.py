@@ -18,6 +18,7 @@ NOISE = (
     r".*does not have many workers which may be a bottleneck",  # tiny in-memory datasets
     r".*The number of training batches \(\d+\) is smaller than the logging interval",
     r"Checkpoint directory .* exists and is not empty",  # a resumed run writes into its own checkpoints
+    r"Found \d+ module\(s\) in eval mode at the start of training",  # frozen parts by design (a VAE, FID features)
 )
 
 

@@ -15,6 +15,8 @@ Two feature modules:
   Images are turned into uint8 as DiT's ``sample_ddp.py`` does (clamp(127.5 x + 128)).
 - :func:`digits_features`: for the 8x8 digits task, an MLP 64 -> 256 -> 32 -> 10 trained once on all
   ten scikit-learn digit classes (~98% held-out accuracy) and cached; its 32-d penultimate layer.
+- :class:`PooledPixels`: images average-pooled to a few pixels, no weights: the tiny twins' stand-in
+  for Inception, so the FID code path runs in tests in milliseconds (its values mean nothing).
 
 Why ``num_features`` must be an int: without it torchmetrics probes the module with a dummy
 3 x 299 x 299 image, which a digits MLP cannot take; and custom modules get the images as they are
@@ -110,8 +112,8 @@ def resolve_inception_weights(weights: str | Path | None = None) -> Path:
     given = weights or os.environ.get(FID_WEIGHTS_ENV)
     hub_file = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
     how = (f"download {INCEPTION_URL} on a machine with internet and put it at {hub_file} (torch.hub's cache), "
-           f"or anywhere and point the run at it with `task.parts.fid_features.weights=<file>` or "
-           f"${FID_WEIGHTS_ENV}=<file>")
+           f"or anywhere and point the run at it with ${FID_WEIGHTS_ENV}=<file> or "
+           f"`+task.parts.fid_features.weights=<file>`")
     if given:
         path = Path(given).expanduser()
         if path.is_dir():
@@ -163,9 +165,26 @@ def inception_features(weights: str | None = None) -> InceptionFeatures:
         raise ModuleNotFoundError(
             f"FID with InceptionV3 needs the package torch-fidelity: `pip install {TORCH_FIDELITY_PIN}` "
             "(torchmetrics' `image` extra); its Inception weights then come from "
-            f"`task.parts.fid_features.weights` / ${FID_WEIGHTS_ENV} or {INCEPTION_URL}"
+            f"`task.parts.fid_features.weights`, ${FID_WEIGHTS_ENV}, torch.hub's cache or {INCEPTION_URL}"
         )
     return InceptionFeatures(_torchmetrics_inception(resolve_inception_weights(weights)))
+
+
+class PooledPixels(nn.Module):
+    """Images in [-1, 1] average-pooled to ``side`` x ``side`` and flattened (``channels`` x side^2
+    features). No weights: the tiny twins' FID feature module (test-size runs of the real task)."""
+
+    def __init__(self, side: int = 2, channels: int = 3):
+        super().__init__()
+        if side < 1 or channels < 1:
+            raise ValueError(f"PooledPixels: side and channels must be >= 1, got {side}, {channels}")
+        self.side, self.channels = int(side), int(channels)
+        self.num_features = self.channels * self.side * self.side
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[1] != self.channels:
+            raise ValueError(f"PooledPixels: expected {self.channels}-channel images, got {images.shape[1]}")
+        return nn.functional.adaptive_avg_pool2d(images.float(), self.side).flatten(1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -73,7 +73,9 @@ TABLE_NOTES: dict[str, list[str]] = {
         "Table 2 prints no time, memory or parameter count: those columns and the bubble plot's x axis "
         "take Tables S2/S3's (the same runs).",
     ],
-    "S8": ["The paper's DiT results are single runs (no std); time in hours."],
+    "S8": ["The paper's DiT results are single runs (no std); time in hours.",
+           "Our Food-101 runs of methods the paper has no row for (the un-adapted model, mode=eval; head-only; "
+           "full fine-tuning) are in ours_food101_generation_dit_xl_2 (the same task and model)."],
     "S9": ["The paper's parameter counts for ViT-Base are 4x one model's (likely summed over 4 "
            "data-parallel ranks); 'yes (x4)' in the params-match column marks that case.",
            "Head: the head-only baseline the paper quotes in its text (90%; no std, time, memory or params)."],
