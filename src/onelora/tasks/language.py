@@ -32,9 +32,12 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
     """transformers' per-layer activation checkpointing, non-reentrant: gradients then reach the
     adapters of a frozen base without ``enable_input_require_grads`` (the reentrant variant returns
     no gradient when no input of a checkpointed block requires one)."""
-    if not hasattr(model, "gradient_checkpointing_enable"):
-        raise ValueError(f"{type(model).__name__} has no gradient_checkpointing_enable (a transformers model has)")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name warns
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        raise ValueError(f"{type(model).__name__} has no activation checkpointing (a transformers model has)")
     model.config.use_cache = False  # a cache is useless in training and incompatible with checkpointing
 
 
