@@ -417,7 +417,7 @@ def report(rows, profiles, models, methods, tokens) -> str:
         lines.append("")
         lines += ["Measured activation bytes per token (bf16), extrapolated to 512 tokens:", "",
                   "| method | variant | checkpointing | per block | rest of the model | "
-                  f"per-token slope of a block (B/token^2) |", "| --- | --- | --- | ---: | ---: | ---: |"]
+                  "per-token slope of a block (B/token^2) |", "| --- | --- | --- | ---: | ---: | ---: |"]
         for method in methods:
             for _, variant, ckpt in _variant_rows(rows, model, method):
                 p = profiles[(model, method, variant, ckpt)]

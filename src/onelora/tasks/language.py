@@ -77,7 +77,7 @@ class LanguageModule(FineTuneModule):
         return out.loss, count
 
     def training_step(self, batch, batch_idx):
-        loss, count = self.lm_loss(batch)
+        loss, _ = self.lm_loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
