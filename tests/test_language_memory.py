@@ -57,7 +57,7 @@ def test_frozen_block_keeps_no_linear_inputs_and_adapters_add_what_they_need(cfg
     onelora = block(cfg, arch, bases, "onelora")
     lora = block(cfg, arch, bases, "lora")
     full = block(cfg, arch, bases, "full")
-    assert bitfit.block[1] == 0 and onelora.block[1] == 0  # linear in the sequence length (SDPA)
+    assert bitfit.block[2] == 0 and onelora.block[2] == 0  # nothing quadratic in the length (SDPA)
     per = {name: p.per_token("block", 512) for name, p in
            {"bitfit": bitfit, "onelora": onelora, "lora": lora, "full": full}.items()}
     # 1LoRA keeps sum(x): one bf16 scalar per token for each of the 7 adapted linears of a block
@@ -85,19 +85,32 @@ def test_checkpointing_keeps_only_each_blocks_input(cfg, arch, bases):
         assert ckpt.per_token("block", 512) == 2 * H  # the bf16 hidden state entering the block
 
 
+def test_fit_recovers_constant_linear_and_quadratic_terms():
+    points = [(t, 7 + 3 * t + 0.5 * t * t) for t in (32, 64, 96)]
+    assert mem._fit(points) == pytest.approx((7, 3, 0.5))
+
+
+def test_a_constant_per_block_is_not_mistaken_for_a_per_token_cost(cfg, arch, bases):
+    """VeRA keeps lambda_b * B (out x r) once per layer whatever the batch: a constant, not per token."""
+    vera, bitfit = block(cfg, arch, bases, "vera"), block(cfg, arch, bases, "bitfit")
+    assert vera.block[2] == pytest.approx(0, abs=1e-6) and vera.block[0] > 0
+    assert vera.per_token("block", 512) >= bitfit.per_token("block", 512)
+
+
 def test_budget_adds_the_terms_as_documented():
     counts = mem.Counts(total=1000, trainable=64, frozen=936)
-    profile = mem.ActivationProfile(block=(100.0, 0.5), rest=(40.0, 0.0), tokens=(32, 64))
+    profile = mem.ActivationProfile(block=(50.0, 100.0, 0.5), rest=(5.0, 40.0, 0.0), tokens=(32, 64, 96))
     plain = mem.budget("m", "x", counts, profile, checkpointing=False, layers=3, hidden=8, vocab=10,
                        gpus=4, samples=2, seq=16)
     assert plain.weights == 2000 and plain.grads == 2 * 64 / 4 and plain.optimizer == 12 * 64 / 4
-    assert plain.activations == 32 * (40 + 3 * (100 + 0.5 * 16))
+    assert plain.activations == (5 + 2 * 40 * 16) + 3 * (50 + 2 * (100 * 16 + 0.5 * 16**2))
     assert plain.loss_transient == 8 * 10 * 32
     assert plain.buckets == 2 * 2 * mem.ZERO2_BUCKET_ELEMENTS
-    small = mem.ActivationProfile(block=(16.0, 0.0), rest=(40.0, 0.0), tokens=(32, 64))
+    small = mem.ActivationProfile(block=(0.0, 16.0, 0.0), rest=(5.0, 40.0, 0.0), tokens=(32, 64, 96))
     ckpt = mem.budget("m", "x", counts, small, checkpointing=True, layers=3, hidden=8, vocab=10,
                       gpus=4, samples=2, seq=16, no_ckpt_block=profile)
-    assert ckpt.activations == 32 * (40 + 3 * 16) + 32 * (100 + 0.5 * 16)  # + one block recomputed
+    recomputed = 50 + 2 * (100 * 16 + 0.5 * 16**2)  # one block's full activations again
+    assert ckpt.activations == (5 + 2 * 40 * 16) + 3 * (2 * 16 * 16) + recomputed
 
 
 def test_verdict_names_the_difference_to_the_paper():

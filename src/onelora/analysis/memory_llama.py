@@ -209,29 +209,42 @@ def saved_bytes(model: nn.Module, tokens: int, *, checkpointing: bool, batch: in
 
 @dataclass
 class ActivationProfile:
-    """Activation bytes per token: per block, and the rest of the model (embedding, final norm,
-    lm_head, loss), each as ``a + b * tokens`` (b: a term quadratic in the sequence length)."""
+    """Activation bytes of one block and of the rest of the model (embedding, final norm, lm_head,
+    loss), each as ``const + samples * (linear * seq + quadratic * seq^2)``: ``const`` is what a
+    forward keeps once whatever the batch (e.g. VeRA's ``lambda_b * B`` per layer), ``quadratic`` a
+    per-sample term in the square of the length (attention scores, if a kernel kept them)."""
 
-    block: tuple[float, float]
-    rest: tuple[float, float]
-    tokens: tuple[int, int]
+    block: tuple[float, float, float]
+    rest: tuple[float, float, float]
+    tokens: tuple[int, ...]
     raw: dict[str, int] = field(default_factory=dict)
 
-    def per_token(self, part: str, tokens: int) -> float:
-        a, b = getattr(self, part)
-        return a + b * tokens
+    def bytes(self, part: str, samples: int, seq: int) -> float:
+        const, linear, quadratic = getattr(self, part)
+        return const + samples * (linear * seq + quadratic * seq**2)
+
+    def per_token(self, part: str, seq: int) -> float:
+        """Bytes per token at ``seq`` tokens, without the constant."""
+        _, linear, quadratic = getattr(self, part)
+        return linear + quadratic * seq
 
 
-def _line(points: Sequence[tuple[int, float]]) -> tuple[float, float]:
-    (t1, y1), (t2, y2) = points
-    slope = (y2 - y1) / (t2 - t1)
-    return y1 - slope * t1, slope
+def _fit(points: Sequence[tuple[int, float]]) -> tuple[float, float, float]:
+    """(const, linear, quadratic) through three (tokens, bytes) points, exactly."""
+    (t1, y1), (t2, y2), (t3, y3) = points
+    # divided differences (Newton form), then expanded
+    d12, d23 = (y2 - y1) / (t2 - t1), (y3 - y2) / (t3 - t2)
+    quadratic = (d23 - d12) / (t3 - t1)
+    linear = d12 - quadratic * (t1 + t2)
+    const = y1 - linear * t1 - quadratic * t1**2
+    return const, linear, quadratic
 
 
 def measure_activations(model_cfg: Mapping[str, Any], spec: MethodSpec, *, checkpointing: bool,
-                        tokens: tuple[int, int] = (32, 64), arch: Mapping[str, Any] | None = None,
+                        tokens: tuple[int, int, int] = (32, 64, 96), arch: Mapping[str, Any] | None = None,
                         bases: dict[int, nn.Module] | None = None) -> ActivationProfile:
-    """Per-token activation bytes of one real-width block and of the rest, for ``spec`` (bf16, CPU).
+    """Activation bytes of one real-width block and of the rest, for ``spec`` (bf16, CPU, one sample
+    of each length in ``tokens``).
 
     ``bases``: the random 1- and 2-block models to copy (built once for many methods)."""
     arch = dict(arch or model_cfg["arch"])
@@ -243,9 +256,9 @@ def measure_activations(model_cfg: Mapping[str, Any], spec: MethodSpec, *, check
             inject(model, spec, target_sets=model_cfg["target_sets"], head=model_cfg.get("head") or [])
             raw[f"L{layers}_T{n}"] = saved_bytes(model, n, checkpointing=checkpointing)
             del model
-    block = [(n, (raw[f"L2_T{n}"] - raw[f"L1_T{n}"]) / n) for n in tokens]
-    rest = [(n, (2 * raw[f"L1_T{n}"] - raw[f"L2_T{n}"]) / n) for n in tokens]
-    return ActivationProfile(block=_line(block), rest=_line(rest), tokens=tuple(tokens), raw=raw)
+    block = [(n, raw[f"L2_T{n}"] - raw[f"L1_T{n}"]) for n in tokens]
+    rest = [(n, 2 * raw[f"L1_T{n}"] - raw[f"L2_T{n}"]) for n in tokens]
+    return ActivationProfile(block=_fit(block), rest=_fit(rest), tokens=tuple(tokens), raw=raw)
 
 
 def base_models(arch: Mapping[str, Any]) -> dict[int, nn.Module]:
@@ -282,12 +295,9 @@ def budget(model: str, method: str, counts: Counts, profile: ActivationProfile, 
            no_ckpt_block: ActivationProfile | None = None) -> Budget:
     """Bytes on one GPU at the peak of a step (the start of backward)."""
     tokens = samples * seq
-    block = profile.per_token("block", seq)
-    rest = profile.per_token("rest", seq)
-    activations = tokens * (rest + layers * block)
+    activations = profile.bytes("rest", samples, seq) + layers * profile.bytes("block", samples, seq)
     if checkpointing:  # one block's full activations exist again while it is recomputed
-        full = no_ckpt_block or profile
-        activations += tokens * full.per_token("block", seq)
+        activations += (no_ckpt_block or profile).bytes("block", samples, seq)
     return Budget(
         method=method, model=model, trainable=counts.trainable,
         weights=2.0 * counts.total,
@@ -308,7 +318,7 @@ def _gib(x: float) -> str:
 
 
 def run(out: Path, models: Sequence[str] = ("llama2_7b", "llama2_13b"), methods: Sequence[str] = METHODS,
-        tokens: tuple[int, int] = (32, 64), conf: Path = CONF, log=print) -> str:
+        tokens: tuple[int, ...] = (32, 64, 96), conf: Path = CONF, log=print) -> str:
     rows: dict[tuple[str, str, str, bool], Budget] = {}
     profiles: dict[tuple[str, str, str, bool], ActivationProfile] = {}
     started = time.time()
@@ -377,9 +387,9 @@ def report(rows, profiles, models, methods, tokens) -> str:
         "- Activations: measured, not estimated. Saved-tensor hooks (pack returns `t.detach()`) count the distinct "
         "non-parameter storages autograd keeps at the end of a training forward (loss included), on a 1-block and a "
         "2-block LLaMA-2 of the real width, MLP width and vocabulary, bf16, CPU, transformers' SDPA attention; "
-        f"per block = difference, rest (embedding, final norm, lm_head, loss) = 1-block minus a block; at {tokens[0]} "
-        f"and {tokens[1]} tokens, extrapolated linearly per token to 512 (a per-token slope would be a term "
-        "quadratic in the length). CPU kernels can save other tensors than CUDA kernels (e.g. SDPA's logsumexp); "
+        f"per block = difference, rest (embedding, final norm, lm_head, loss) = 1-block minus a block; one sample "
+        f"of {', '.join(map(str, tokens))} tokens, fitted exactly as constant + linear + quadratic in the length "
+        "and evaluated at the paper's batch (the constant once, the rest per sample). CPU kernels can save other tensors than CUDA kernels (e.g. SDPA's logsumexp); "
         "the differences are per-head, per-token scalars.",
         "- Activation checkpointing (transformers, non-reentrant, per block): a block keeps its inputs (measured: "
         "the tensors each block receives), and one block's full activations exist again while it is recomputed. "
@@ -415,17 +425,54 @@ def report(rows, profiles, models, methods, tokens) -> str:
                     f"{_gib(row.loss_transient)} | {_gib(row.total)} | {100 * row.total / GPU_BYTES:.0f} | "
                     f"{'yes' if row.fits() else 'NO'} | {paper if paper is not None else '-'} |")
         lines.append("")
-        lines += ["Measured activation bytes per token (bf16), extrapolated to 512 tokens:", "",
-                  "| method | variant | checkpointing | per block | rest of the model | "
-                  "per-token slope of a block (B/token^2) |", "| --- | --- | --- | ---: | ---: | ---: |"]
+        lines += ["Measured activation bytes (bf16): per token at 512 tokens, and the constant a forward keeps "
+                  "once whatever the batch; the quadratic coefficient of a block (bytes / token^2 per sample; 0 "
+                  "means nothing grows with the square of the length):", "",
+                  "| method | variant | checkpointing | block B/token | block constant | block quadratic | "
+                  "rest B/token | rest constant |",
+                  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
         for method in methods:
             for _, variant, ckpt in _variant_rows(rows, model, method):
                 p = profiles[(model, method, variant, ckpt)]
                 lines.append(f"| {method} | {variant} | {'yes' if ckpt else 'no'} | {p.per_token('block', 512):,.0f} | "
-                             f"{p.per_token('rest', 512):,.0f} | {p.block[1]:.2f} |")
+                             f"{p.block[0]:,.0f} | {p.block[2]:.3f} | {p.per_token('rest', 512):,.0f} | "
+                             f"{p.rest[0]:,.0f} |")
         lines.append("")
     lines += verdict(rows, methods)
+    lines += why(rows, profiles)
     return "\n".join(lines) + "\n"
+
+
+def why(rows, profiles, model: str = "llama2_13b") -> list[str]:
+    """What makes the differences, in measured bytes per block and token."""
+    def block(method, variant="configs"):
+        key = (model, method, variant, False)
+        return profiles[key].per_token("block", 512) if key in profiles else None
+
+    base = block("bitfit")
+    if base is None:
+        return []
+    parts = [f"a block of the frozen base keeps {base:,.0f} B per token (norm inputs in fp32, q, k, v and "
+             "SDPA's output, the MLP's gate, up and SiLU outputs; a frozen linear keeps nothing of its input)"]
+    for method, variant, what in (
+        ("onelora", "configs", "1LoRA keeps sum(x), one scalar per token and layer"),
+        ("lora", "configs", "LoRA's A keeps its inputs"),
+        ("lora", "mora_dropout", "LoRA with dropout 0.05 keeps a mask and a dropped copy of every adapted layer's input"),
+        ("dora", "mora_dropout", "DoRA with dropout 0.05"),
+        ("difffit", "configs", "DiffFit's gamma keeps every adapted layer's output (lm_head's included, in the rest)"),
+        ("mora6", "configs", "our MoRA type 6 keeps its rotated compressed input"),
+    ):
+        value = block(method, variant)
+        if value is not None:
+            parts.append(f"{what}: {value - base:+,.0f} B")
+    weights = rows[(model, "onelora", "configs", False)].weights
+    peft_states = max(r.grads + r.optimizer for k, r in rows.items() if k[0] == model and k[1] != "full")
+    return ["", f"## Why ({model}, per block and token, measured)", "",
+            "; ".join(parts) + ". "
+            f"Per GPU the bf16 weights ({_gib(weights)} GiB) dominate; gradients and AdamW states of every PEFT "
+            f"method are at most {_gib(peft_states)} GiB after ZeRO-2's sharding. What separates the methods is "
+            f"what their layers keep for backward, times the blocks and the "
+            f"{PAPER_RUNS[model]['samples'] * PAPER_RUNS[model]['seq']:,} tokens per GPU."]
 
 
 def verdict(rows, methods) -> list[str]:
@@ -433,6 +480,7 @@ def verdict(rows, methods) -> list[str]:
     if not any(k[0] == model for k in rows):
         return []
     out = ["## Verdict: LLaMA-2 13B, 2 samples per 40 GB GPU", "",
+           "### From the memory the tensors need (this model)", "",
            "| method | paper: fits | ours, configs (no dropout) | ours, MoRA's dropout 0.05 | ours, checkpointing |",
            "| --- | --- | --- | --- | --- |"]
     fit_configs, fit_dropout = set(), set()
@@ -453,6 +501,43 @@ def verdict(rows, methods) -> list[str]:
         out.append(f"- With {label}, without checkpointing, the methods that fit are {sorted(fits)}: "
                    + ("exactly the paper's set." if same else
                       f"the paper's set is {sorted(paper)} (extra: {sorted(fits - paper)}, missing: {sorted(paper - fits)})."))
+    out += paper_reading(rows)
+    return out
+
+
+def paper_reading(rows) -> list[str]:
+    """The 13B verdict from the paper's own 7B percentages: each method's excess over 1LoRA at 7B
+    (Table S6), scaled to 13B by our measured ratio of 1LoRA's activations (13B at 2 x 512 over 7B at
+    4 x 512), added to the paper's 13B 1LoRA memory (Table S7)."""
+    small, large = "llama2_7b", "llama2_13b"
+    keys = [(small, "onelora", "configs", False), (large, "onelora", "configs", False)]
+    if not all(k in rows for k in keys):
+        return []
+    scale = rows[keys[1]].activations / rows[keys[0]].activations
+    pct7, pct13 = PAPER_MEMORY_PCT[small], PAPER_MEMORY_PCT[large]
+    base13 = pct13["onelora"] / 100 * GPU_BYTES
+    ours13 = rows[keys[1]].total
+    out = ["", "### From the paper's own percentages", "",
+           f"The paper's 13B 1LoRA run used {pct13['onelora']}% = {_gib(base13)} GiB; this model counts "
+           f"{_gib(ours13)} GiB for it, so {_gib(base13 - ours13)} GiB of the paper's memory is what this model does "
+           "not count (allocator cache and fragmentation, CUDA context, NCCL, ...). At 7B the gap is "
+           f"{_gib(pct7['onelora'] / 100 * GPU_BYTES - rows[keys[0]].total)} GiB. Each method's excess over 1LoRA in "
+           f"the paper's 7B runs (Table S6), scaled to 13B by the ratio of 1LoRA's measured activations ({scale:.2f}: "
+           "1.25x wider, 1.25x deeper, half the tokens per GPU), added to the paper's 13B 1LoRA memory:", "",
+           "| method | paper 7B % | excess over 1LoRA at 7B (GiB) | predicted 13B (GiB) | fits 40 GiB | paper: fits |",
+           "| --- | ---: | ---: | ---: | --- | --- |"]
+    fits = set()
+    for method, pct in sorted(pct7.items(), key=lambda kv: kv[1]):
+        excess = (pct - pct7["onelora"]) / 100 * GPU_BYTES
+        predicted = base13 + scale * excess
+        if predicted <= GPU_BYTES:
+            fits.add(method)
+        out.append(f"| {method} | {pct} | {_gib(excess)} | {_gib(predicted)} | {'yes' if predicted <= GPU_BYTES else 'NO'} | "
+                   f"{'yes' if method in PAPER_FITS_13B else 'no'} |")
+    paper = PAPER_FITS_13B & set(pct7)
+    out += ["", f"- Read this way the methods that fit are {sorted(fits)}"
+            + (": exactly the paper's set." if fits == paper else
+               f"; the paper's set is {sorted(paper)} (extra: {sorted(fits - paper)}, missing: {sorted(paper - fits)}).")]
     return out
 
 
@@ -461,7 +546,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/memory_llama.md"))
     parser.add_argument("--models", nargs="+", default=list(PAPER_RUNS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--tokens", nargs=2, type=int, default=(32, 64))
+    parser.add_argument("--tokens", nargs=3, type=int, default=(32, 64, 96))
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
