@@ -470,7 +470,7 @@ def why(rows, profiles, model: str = "llama2_13b") -> list[str]:
     return ["", f"## Why ({model}, per block and token, measured)", "",
             "; ".join(parts) + ". "
             f"Per GPU the bf16 weights ({_gib(weights)} GiB) dominate; gradients and AdamW states of every PEFT "
-            f"method are at most {_gib(peft_states)} GiB after ZeRO-2's sharding. What separates the methods is "
+            f"method are at most {peft_states / 2**20:.2f} MiB after ZeRO-2's sharding. What separates the methods is "
             f"what their layers keep for backward, times the blocks and the "
             f"{PAPER_RUNS[model]['samples'] * PAPER_RUNS[model]['seq']:,} tokens per GPU."]
 
