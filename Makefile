@@ -9,7 +9,7 @@ source ?= files        # make reproduce-tables source=wandb [project=onelora ent
 project ?= onelora
 entity ?=
 
-.PHONY: install run test lint test-slow test-slurm bench reproduce-tables reproduce-mini count-paper clean
+.PHONY: install run test test-e2e test-slow test-slurm test-all lint bench reproduce-tables reproduce-mini reproduce-s1 analysis count-paper clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
@@ -22,14 +22,19 @@ install: $(STAMP)  ## create .venv and install onelora with its dev extra
 run: $(STAMP)  ## the embedded default experiment (digits, 1LoRA) on the CPU
 	$(PY) run.py
 
-test: $(STAMP)  ## the default test suite (fast, CPU)
+test: $(STAMP)  ## the default tier: units, adapters, counts, in-process runs (< 6 min on 2 cores)
 	$(PY) -m pytest -q
+
+test-e2e: $(STAMP)  ## run.py in subprocesses: every experiment grid on its tiny twin, resume, DDP, wandb, SIGTERM
+	$(PY) -m pytest -q -m e2e
+
+test-slow: $(STAMP)  ## longer runs (real-width measurements); "no tests" is not a failure
+	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
+
+test-all: test test-e2e test-slow  ## every tier but SLURM (CI runs SLURM too: .ci/run)
 
 lint: $(STAMP)  ## pyflakes-level checks (unused imports, undefined names)
 	$(PY) -m ruff check --select F,E9 src tests run.py
-
-test-slow: $(STAMP)  ## longer end-to-end tests
-	$(PY) -m pytest -q -m slow
 
 test-slurm: $(STAMP)  ## a real one-node SLURM on localhost (root, Debian packages), then the SLURM sweep tests
 	slurm/local_cluster.sh install
@@ -46,6 +51,16 @@ bench: $(STAMP)  ## speed and memory of every method, side by side with peft
 reproduce-tables: $(STAMP)  ## the paper's tables and bubble plots from every results.json (or wandb)
 	$(PY) -m onelora.reporting --results $(RESULTS) --out $(REPORTS) --source $(strip $(source)) \
 	  --wandb-project $(project) $(if $(entity),--wandb-entity $(entity))
+
+ANALYSIS_RUNS ?= $(RESULTS)/digits/digits_vit
+analysis: $(STAMP)  ## Fig. 9 (PCA alignment) and Fig. 11 (calibration) on the digits runs (after make reproduce-mini)
+	$(PY) -m onelora.analysis pca_alignment --full $(ANALYSIS_RUNS)/full/seed0 --lora $(ANALYSIS_RUNS)/lora/seed0 \
+	  --out $(REPORTS) --name pca_alignment_digits $(if $(BASE),--base $(BASE))
+	$(PY) -m onelora.analysis calibration $(foreach m,full lora onelora,$(foreach s,0 1 2,$(ANALYSIS_RUNS)/$(m)/seed$(s))) \
+	  --pool --bins 15 --out $(REPORTS) --name calibration_digits
+
+reproduce-s1: $(STAMP)  ## Table S1: 1LoRA vs a random compression vector, then the tables
+	$(PY) run.py -m experiment=table_s1; status=$$?; $(MAKE) reproduce-tables && exit $$status
 
 count-paper: $(STAMP)  ## parameter counts of the paper's models for every method (meta device)
 	$(PY) run.py -m mode=count model=vit_base,depth_anything_l,dit_xl_2,llama2_7b method=onelora,lora,vera,dora,mora1,mora6,bitfit,difffit,norms hydra/job_logging=none hydra/hydra_logging=none

@@ -10,26 +10,25 @@ from onelora.adapters import MethodSpec
 
 HEAD = ["head"]
 
-# every method of the paper and the 1LoRA combinations of Tables S11 / S12
-METHODS: dict[str, dict] = {
-    "onelora": dict(linear="onelora"),
-    "onelora_random": dict(linear="onelora_random", options={"seed": 3}),
-    "lora": dict(linear="lora", options={"r": 1, "alpha": 1.0}),
-    "vera": dict(linear="vera", options={"r": 1, "seed": 0}),
-    "dora": dict(linear="dora", options={"r": 1}),
-    "mora1": dict(linear="mora1"),
-    "mora6": dict(linear="mora6"),
-    "bitfit": dict(bias=True),
-    "gamma": dict(gamma=True),
-    "difffit": dict(bias=True, gamma=True, norms=True),
-    "norms": dict(norms=True),
-    "full": dict(full=True),
-    "head": dict(),
-    "onelora+bias": dict(linear="onelora", bias=True),
-    "onelora+gamma": dict(linear="onelora", gamma=True),
-    "onelora+norms": dict(linear="onelora", norms=True),
-    "onelora+bias+gamma+norms": dict(linear="onelora", bias=True, gamma=True, norms=True),
-}
+def _shipped_methods() -> dict[str, dict]:
+    """Every method config of conf/method/ (the paper's methods and the 1LoRA combinations of
+    Tables S11 / S12) as MethodSpec fields, by the method's name. Left out: methods on another
+    target set than ``linear`` (``lora_qkv``: the tiny models here define only ``linear``) and the
+    un-adapted ``none``. The tiny models have a head, so ``head``'s probe module set is dropped."""
+    from dataclasses import fields
+
+    from onelora.methods import method_config, method_files
+
+    keys = {f.name for f in fields(MethodSpec)} - {"name", "modules"}
+    out = {}
+    for file in method_files():
+        cfg = method_config(file)
+        if cfg.get("targets", "linear") == "linear" and cfg["name"] != "unadapted":
+            out[cfg["name"]] = {k: v for k, v in cfg.items() if k in keys}
+    return out
+
+
+METHODS: dict[str, dict] = _shipped_methods()
 
 
 def spec_of(name: str) -> MethodSpec:

@@ -673,8 +673,10 @@ def test_error_empty_target_set():
 def test_error_rank_does_not_fit(kind):
     with pytest.raises(AdapterConfigError, match=rf"{kind} rank r=33 does not fit a 32->96"):
         inject(tiny_vit(), {"name": kind, "linear": kind, "options": {"r": 33}}, head=HEAD)
-    with pytest.raises(AdapterConfigError, match=rf"{kind} rank r=0"):
+    with pytest.raises(AdapterConfigError, match=rf"{kind} option r=0: must be an integer >= 1"):
         inject(tiny_vit(), {"name": kind, "linear": kind, "options": {"r": 0}}, head=HEAD)
+    with pytest.raises(AdapterConfigError, match=rf"{kind} rank r=0"):  # the layer itself checks too
+        ADAPTER_KINDS[kind](nn.Linear(4, 4), r=0)
 
 
 def test_error_unknown_kind():
@@ -716,7 +718,7 @@ def test_error_full_with_adapters():
 
 
 def test_error_wrapping_a_non_linear():
-    with pytest.raises(AdapterConfigError, match="adapts nn.Linear layers, got Conv2d"):
+    with pytest.raises(AdapterConfigError, match=r"adapts nn.Linear layers \(and transformers' Conv1D\), got Conv2d"):
         OneLoRALinear(nn.Conv2d(3, 4, 1))
 
 

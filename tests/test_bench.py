@@ -54,6 +54,7 @@ def test_quick_run_writes_every_output(quick_run):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     md = (out / "bench.md").read_text()
     assert "Targets" in md and "Merged inference" in md and "Scaling with the batch" in md
+    assert "bfloat16 autocast (CPU)" in md
     meta = json.loads((out / "bench_meta.json").read_text())
     assert meta["machine"]["torch"] == torch.__version__ and meta["machine"]["torch_threads"] >= 1
 
@@ -69,6 +70,7 @@ def test_records_have_every_field(quick_run):
         assert r["step_time_ms"] > 0 and r["peak_bytes"] > 0 and r["trainable_bytes"] > 0
     main = [r for r in records if r["group"] == "main"]
     assert {r["model"] for r in main} == {"vit_micro", "llama_micro"}
+    assert all(r["autocast"] is None for r in records if r["group"] != "autocast")
     keys = {(r["model"], r["method"], r["impl"]) for r in main}
     for model in ("vit_micro", "llama_micro"):
         for method, impl in [("frozen", "onelora"), ("bitfit", "onelora"), ("onelora", "onelora"),
@@ -93,6 +95,34 @@ def test_saved_bytes_follow_the_methods(quick_run):
         assert lora["saved_bytes"] > one["saved_bytes"]
         assert lora["saved_bytes"] == by["peft_lora"]["saved_bytes"]
         assert lora["trainable_params"] == by["peft_lora"]["trainable_params"]
+
+
+def test_autocast_runs(quick_run):
+    """The mixed-precision group: the same model (float32) under bf16 autocast, with BitFit, 1LoRA,
+    LoRA, DoRA and peft's LoRA, its ratios taken to BitFit under the same autocast."""
+    out, _ = quick_run
+    records = [r for r in json.loads((out / "bench.json").read_text()) if r["group"] == "autocast"]
+    assert {r["model"] for r in records} == {"vit_micro"}  # the quick profile runs one model under autocast
+    for model in ("vit_micro",):
+        by = {r["key"]: r for r in records if r["model"] == model}
+        assert set(by) == {"frozen", "bitfit", "onelora", "lora", "dora", "peft_lora"}
+        assert all(r["autocast"] == "bfloat16" and r["dtype"] == "float32" for r in by.values())
+        one, bit = by["onelora"], by["bitfit"]
+        assert bit["saved_bytes_vs_bitfit"] == 1.0 and one["step_time_ms_vs_bitfit"] > 0
+        # BitFit's frozen linears keep their bf16 weight copies (x needs a gradient); 1LoRA keeps
+        # copies of the same size plus one value per token and layer (bf16 under CPU autocast)
+        tokens = one["batch"] * one["tokens_per_sample"]
+        assert one["saved_bytes"] - bit["saved_bytes"] == one["adapted_layers"] * tokens * 2
+        assert lora_keeps_more(by)
+    meta = json.loads((out / "bench_meta.json").read_text())
+    assert meta["autocast_dtype"] == "bfloat16" and "autocast" in meta["groups"]
+    assert any(k.endswith("+autocast_bfloat16") for k in meta["targets"])
+
+
+def lora_keeps_more(by: dict) -> bool:
+    """LoRA keeps each layer's (bf16) input for A's gradient on top of what 1LoRA keeps; ours no
+    more than peft's."""
+    return by["onelora"]["saved_bytes"] < by["lora"]["saved_bytes"] <= by["peft_lora"]["saved_bytes"]
 
 
 def test_merged_inference_records(quick_run):

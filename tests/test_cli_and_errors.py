@@ -30,16 +30,21 @@ def test_an_unknown_choice_lists_the_available_ones(tmp_path):
 
 @pytest.mark.parametrize("task", TASKS)
 def test_every_method_composes_with_every_task(tmp_path, task):
-    """A dry-run sweep: compose, validate and count (meta device) every method on the task's model."""
-    from onelora.count import count
+    """A dry-run sweep: compose and validate every method on the task's model (train mode, as a run
+    would, so every object the task builds is checked), then count it on the meta device."""
     from onelora.runner import run
+    from onelora.settings import RunSettings
 
     for method in METHODS:
-        cfg = config(tmp_path, f"task={task}", f"method={method}", "mode=count")
-        assert cfg.task.name == task
-        out = run(cfg)
-        assert out == count(cfg)
-        assert out["trainable_params"] == out["adapter_params"] + out["head_params"] > 0
+        cfg = config(tmp_path, f"task={task}", f"method={method}")
+        settings = RunSettings.from_config(cfg)
+        assert cfg.task.name == task and settings.lr > 0
+        out = run(config(tmp_path, f"task={task}", f"method={method}", "mode=count"))
+        if method in ("head", "none"):
+            assert out["adapter_params"] == 0 and out["head_params"] > 0
+        else:
+            assert out["adapter_params"] > 0, method
+        assert out["adapted_layers"] > 0 or not settings.method.wraps_linears
 
 
 def test_the_count_command_prints_one_json_line(tmp_path):
@@ -47,6 +52,7 @@ def test_the_count_command_prints_one_json_line(tmp_path):
 
     out = run_cli(tmp_path, "mode=count", "model=vit_base", "method=onelora", "task=cifar10").stdout
     line = json.loads(out.strip().splitlines()[-1])
+    assert not (tmp_path / "results").exists()  # counting writes no run directory
     assert list(line) == ["model", "method", "adapted_layers", "adapter_params", "head_params",
                           "trainable_params", "total_params"]
     assert line["adapter_params"] == 82_944 and line["adapted_layers"] == 72 and line["head_params"] == 7_690
@@ -56,36 +62,38 @@ def test_the_count_command_prints_one_json_line(tmp_path):
     ("override", "key"),
     [
         ("method.lr=-1", "method.lr"),
-        ("task.optim.lr=0", "method.lr / task.optim.lr"),
+        ("task.optimizer.lr=0", "task.optimizer.lr"),
         ("method=lora method.options.r=0", "method.options.r"),
         ("method=lora method.options.dropout=1.5", "method.options.dropout"),
         ("task.epochs=0", "task.epochs"),
         ("method.linear=nope", "method.linear"),
-        ("method=lora_qkv model=tiny_llama", None),  # composes: tiny_llama defines qkv
+        ("method=lora_qkv task=cifar10 model=tiny_vit", None),  # composes: tiny_vit defines qkv
         ("method.targets=attention_only", "method.targets"),
         ("trainer.devices=3", "task.batch_size"),
     ],
 )
 def test_bad_values_fail_fast_naming_the_key(tmp_path, override, key):
-    from onelora.config import ConfigError, validate
+    from onelora.config import ConfigError
+    from onelora.settings import RunSettings
 
     cfg = config(tmp_path, *override.split())
     if key is None:
-        validate(cfg)
+        RunSettings.from_config(cfg)
         return
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        validate(cfg)
+        RunSettings.from_config(cfg)
 
 
 def test_gpu_trainer_without_a_gpu_says_so(tmp_path):
     import torch
 
-    from onelora.config import ConfigError, validate
+    from onelora.config import ConfigError
+    from onelora.settings import RunSettings
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(ConfigError, match="trainer.accelerator.*no CUDA GPU"):
-        validate(config(tmp_path, "trainer=gpu"))
+        RunSettings.from_config(config(tmp_path, "trainer=gpu"))
 
 
 def test_missing_dataset_names_the_path_and_how_to_get_it(tmp_path):
@@ -94,12 +102,12 @@ def test_missing_dataset_names_the_path_and_how_to_get_it(tmp_path):
     with pytest.raises(MissingDataError) as err:
         run_inprocess(tmp_path, *CIFAR_TINY, "method=onelora")
     message = str(err.value)
-    assert str(tmp_path / "data" / "cifar10") in message
+    assert str(tmp_path / "data" / "twin" / "cifar10") in message
     assert "cifar-10-batches-py" in message and "task.data.download=true" in message
 
 
 def test_missing_weights_name_the_hub_id_the_place_and_how_to_get_them(tmp_path, monkeypatch):
-    from onelora.models.pretrained import MissingWeightsError
+    from onelora.models.weights import MissingWeightsError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     root = write_cifar(tmp_path / "cifar10")
@@ -116,4 +124,4 @@ def test_missing_weights_name_the_hub_id_the_place_and_how_to_get_them(tmp_path,
 def test_cli_errors_are_short_and_name_the_problem(tmp_path):
     proc = run_cli(tmp_path, *CIFAR_TINY, "method.lr=-1", check=False)
     assert proc.returncode != 0
-    assert "method.lr" in proc.stderr and "learning rate must be > 0" in proc.stderr
+    assert proc.stderr.strip() == "onelora: error: method.lr: must be > 0, got -1"

@@ -111,3 +111,41 @@ def test_cifar_training_set_is_read_once_and_split_into_two_views(tmp_path, monk
     assert torch.equal(val_a, val_b) and val_a.shape == (3, 16, 16)  # not augmented
     crops = {tuple(data.train_set[0][0].flatten()[:8].tolist()) for _ in range(8)}
     assert len(crops) > 1  # RandomResizedCrop + flip
+
+
+def test_hf_vit_loads_a_local_safetensors_file(tmp_path):
+    """A weights file (not a from_pretrained directory) is a valid source too, as the README says."""
+    from safetensors.torch import save_file
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from onelora.models import build_model
+
+    arch = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
+            "image_size": 32, "patch_size": 8}
+    torch.manual_seed(2)
+    saved = ViTForImageClassification(ViTConfig(**arch, num_labels=21))
+    save_file({k: v.contiguous() for k, v in saved.state_dict().items()}, str(tmp_path / "vit.safetensors"))
+    cfg = {"builder": "hf_vit", "pretrained": str(tmp_path / "vit.safetensors"), "arch": arch, "head": ["classifier"]}
+    model = build_model(cfg, num_classes=10, load_weights=True)
+    assert model.classifier.out_features == 10
+    assert torch.equal(model.vit.layers[0].attention.q_proj.weight, saved.vit.layers[0].attention.q_proj.weight)
+
+
+def test_a_damaged_weights_file_names_the_file(tmp_path):
+    from onelora.models.weights import UnreadableWeightsError, load_state
+
+    for name, content in (("w.safetensors", b"\x00" * 7), ("w.pt", b"")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(UnreadableWeightsError, match=f"{tmp_path / name}.*damaged"):
+            load_state(str(tmp_path / name))
+
+
+def test_training_checkpoint_wrappers_are_unwrapped(tmp_path):
+    from onelora.models.weights import load_state
+
+    state = {"w": torch.ones(2)}
+    for wrapper in ("state_dict", "model", "module", "ema"):
+        torch.save({wrapper: state, "epoch": 3}, tmp_path / f"{wrapper}.pt")
+        assert torch.equal(load_state(str(tmp_path / f"{wrapper}.pt"))["w"], state["w"])
+    torch.save({"model": {"w": torch.zeros(2)}, "ema": state}, tmp_path / "dit_train.pt")  # DiT's train.py: EMA wins
+    assert torch.equal(load_state(str(tmp_path / "dit_train.pt"))["w"], state["w"])

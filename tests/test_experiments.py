@@ -7,23 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from fakes import write_cifar
-from runs import CIFAR_TINY, DIGITS_FAST, ROOT, results, run_cli
+from runs import DIGITS_FAST, ROOT, results, run_cli, twin
+
+pytestmark = pytest.mark.e2e  # subprocess runs of run.py: make test-e2e
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
 QUICK = ("seed=0", "task.epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
          "trainer.limit_test_batches=2")
-
-
-def twin_overrides(task: str, data: Path) -> list[str]:
-    """The tiny stand-ins of a task: add one here when a task is added."""
-    if task in ("cifar10", "cifar100"):
-        classes = 10 if task == "cifar10" else 100
-        root = write_cifar(data / task, classes=classes)
-        return [o for o in CIFAR_TINY if not o.startswith("task=")] + [f"task.data.root={root}"]
-    if task == "digits":
-        return list(DIGITS_FAST)
-    raise AssertionError(f"no tiny twin for task {task!r}: add one to tests/test_experiments.py")
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +49,7 @@ def test_every_experiment_sweeps(home, tmp_path, experiment):
     cfg, params = grid(home, experiment)
     task, methods = cfg.task.name, params["method"]
     extra = ["method.lr=0.01"] if "method.lr" in params else []
-    proc = run_cli(tmp_path, "-m", f"experiment={experiment}", *twin_overrides(task, home / "data"), *QUICK, *extra,
+    proc = run_cli(tmp_path, "-m", f"experiment={experiment}", *twin(task, home / "data")[1:], *QUICK, *extra,
                    timeout=900, env={"ONELORA_CACHE": str(home / ".cache")})
     summary = proc.stdout.split("Sweep finished: ")[1].splitlines()[0]
     assert summary.startswith(f"{len(methods)} runs") and "failed" not in summary, summary

@@ -10,18 +10,20 @@ from onelora.adapters import MethodSpec, inject
 from onelora.models import MODEL_BUILDERS
 from onelora.models.depth_anything import DepthAnything, build_depth_anything, load_depth_anything_weights
 from onelora.models.dit import DiT, build_dit, load_dit_weights, sincos_pos_embed_2d
-from onelora.models.pretrained import MissingWeightsError
+from onelora.models.weights import MissingWeightsError
 
-DA_TARGETS = {"linear": {"include": [r"pretrained\.blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)"]}}
-DIT_TARGETS = {
-    "linear": {
-        "include": [
-            r"blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2|adaLN_modulation\.1)",
-            r"final_layer\.(adaLN_modulation\.1|linear)",
-        ]
-    }
-}
-DIT_HEAD = [r"y_embedder\.embedding_table"]
+def model_yaml(name: str) -> dict:
+    """A model's target sets and head as conf/model/<name>.yaml declares them (not a copy)."""
+    from omegaconf import OmegaConf
+
+    from runs import CONF
+
+    return OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{name}.yaml"), resolve=True)
+
+
+DA_TARGETS = model_yaml("depth_anything_l")["target_sets"]
+DIT_TARGETS = model_yaml("dit_xl_2")["target_sets"]
+DIT_HEAD = model_yaml("dit_xl_2")["head"]
 
 TINY_DA_ARCH = {
     "encoder": "tiny",
@@ -51,7 +53,7 @@ def test_builders_registered():
 
 def meta_da(encoder: str = "vitl") -> DepthAnything:
     with torch.device("meta"):
-        return build_depth_anything({"arch": {"encoder": encoder}, "pretrained": None}, num_classes=None, load_weights=False)
+        return build_depth_anything({"arch": {"encoder": encoder}, "pretrained": None}, load_weights=False)
 
 
 @pytest.mark.parametrize("encoder, total", [("vits", 24_785_089), ("vitb", 97_470_785), ("vitl", 335_315_649)])
@@ -118,7 +120,7 @@ def test_depth_anything_paper_counts(spec, expected):
 def tiny_da(**over) -> DepthAnything:
     torch.manual_seed(0)
     arch = {**TINY_DA_ARCH, **over}
-    return build_depth_anything({"arch": arch, "pretrained": None}, num_classes=None, load_weights=True).eval()
+    return build_depth_anything({"arch": arch, "pretrained": None}, load_weights=True).eval()
 
 
 @pytest.mark.parametrize("size", [(28, 28), (56, 56), (42, 70)])
@@ -166,7 +168,7 @@ def test_depth_anything_strict_roundtrip(tmp_path, suffix):
     x = torch.randn(1, 3, 28, 42)
     fresh = tiny_da()
     load_depth_anything_weights(fresh, path)
-    built = build_depth_anything({"arch": TINY_DA_ARCH, "pretrained": str(path)}, num_classes=None, load_weights=True)
+    built = build_depth_anything({"arch": TINY_DA_ARCH, "pretrained": str(path)}, load_weights=True)
     with torch.no_grad():
         ref = src(x)
         assert torch.equal(fresh(x), ref)
@@ -191,7 +193,7 @@ def test_depth_anything_strict_load_rejects_other_layouts(tmp_path):
 def test_depth_anything_missing_weights(tmp_path, monkeypatch):
     missing = tmp_path / "nope" / "depth_anything_vitl14.pth"
     with pytest.raises(MissingWeightsError, match="depth_anything_vitl14.pth"):
-        build_depth_anything({"arch": TINY_DA_ARCH, "pretrained": str(missing)}, num_classes=None, load_weights=True)
+        build_depth_anything({"arch": TINY_DA_ARCH, "pretrained": str(missing)}, load_weights=True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import huggingface_hub.constants as hf_constants
 
@@ -204,7 +206,7 @@ def test_depth_anything_missing_weights(tmp_path, monkeypatch):
     with pytest.raises(MissingWeightsError, match="--repo-type space LiheYoung/Depth-Anything checkpoints/"):
         build_depth_anything({"arch": TINY_DA_ARCH, "pretrained": space}, load_weights=True)
     # counting never touches weights
-    build_depth_anything({"arch": TINY_DA_ARCH, "pretrained": str(missing)}, num_classes=None, load_weights=False)
+    build_depth_anything({"arch": TINY_DA_ARCH, "pretrained": str(missing)}, load_weights=False)
 
 
 # ---------------------------------------------------------------------------- DiT
@@ -332,9 +334,9 @@ def test_dit_missing_weights(tmp_path, monkeypatch):
 
 def test_dit_arch_errors():
     with pytest.raises(ValueError, match="unknown model"):
-        build_dit({"arch": {"model": "DiT-XXL/2"}}, num_classes=None, load_weights=False)
+        build_dit({"arch": {"model": "DiT-XXL/2"}}, load_weights=False)
     with pytest.raises(ValueError, match="unknown arch keys"):
-        build_dit({"arch": {"hidden": 3}}, num_classes=None, load_weights=False)
+        build_dit({"arch": {"hidden": 3}}, load_weights=False)
 
 
 def test_dit_configs_cover_the_original_family():

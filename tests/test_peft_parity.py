@@ -25,6 +25,7 @@ from onelora.adapters import adapted_layers, inject  # noqa: E402
 from adapter_cases import tiny_llama  # noqa: E402
 
 ALPHA = 2.0  # not peft's default 8, and not 1 so that a missing scaling would show
+DROPOUT = 0.3
 TOL = dict(rtol=1e-5, atol=1e-5)
 LLAMA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -83,6 +84,22 @@ METHODS = {
     "dora": (
         {"name": "dora", "linear": "dora", "options": {"r": 1, "alpha": ALPHA}},
         lambda targets: LoraConfig(r=1, lora_alpha=ALPHA, lora_dropout=0.0, use_dora=True, **targets),
+        {
+            "lora_A": "lora_A.default.weight",
+            "lora_B": "lora_B.default.weight",
+            "dora_magnitude": "lora_magnitude_vector.default.weight",
+        },
+    ),
+    # dropout > 0 in training: peft keeps W0 x undropped and drops the input of the LoRA and
+    # magnitude paths; the same seed before each forward gives both the same masks
+    "lora_dropout": (
+        {"name": "lora", "linear": "lora", "options": {"r": 1, "alpha": ALPHA, "dropout": DROPOUT}},
+        lambda targets: LoraConfig(r=1, lora_alpha=ALPHA, lora_dropout=DROPOUT, **targets),
+        {"lora_A": "lora_A.default.weight", "lora_B": "lora_B.default.weight"},
+    ),
+    "dora_dropout": (
+        {"name": "dora", "linear": "dora", "options": {"r": 1, "alpha": ALPHA, "dropout": DROPOUT}},
+        lambda targets: LoraConfig(r=1, lora_alpha=ALPHA, lora_dropout=DROPOUT, use_dora=True, **targets),
         {
             "lora_A": "lora_A.default.weight",
             "lora_B": "lora_B.default.weight",
@@ -161,9 +178,12 @@ def test_parity_with_peft(model_kind, method):
                 target.copy_(p)
 
     inputs = make_inputs(model_kind)
+    dropout = "dropout" in method
     results = []
     for model in (ours, theirs):
+        model.train(dropout)  # the models' own dropout probabilities are 0: only the adapters' drop
         inp = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
+        torch.manual_seed(123)  # the same dropout masks, layer by layer, in both models
         out = forward(model, model_kind, inp)
         weights = torch.linspace(-1, 1, out.numel()).view_as(out)
         (out * weights).sum().backward()
@@ -173,6 +193,10 @@ def test_parity_with_peft(model_kind, method):
     with torch.no_grad():
         base_out = forward(MODELS[model_kind]["build"](), model_kind, inputs)
     assert not torch.allclose(out_ours, base_out, atol=1e-3), "the perturbed adapters must change the output"
+    if dropout:  # guard: the masks really dropped something (the output differs from eval mode)
+        ours.eval()
+        with torch.no_grad():
+            assert not torch.allclose(forward(ours, model_kind, inputs), out_ours, atol=1e-4)
     torch.testing.assert_close(out_ours, out_peft, **TOL)
     torch.testing.assert_close(gx_ours, gx_peft, **TOL)
     for name, layer in layers:

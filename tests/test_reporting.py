@@ -8,12 +8,14 @@ import math
 import statistics
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 from PIL import Image
 
 from onelora.reporting import build_report, load_file_runs, load_paper_rows, runs_from_records
 from onelora.reporting import __main__ as cli
 from onelora.reporting import paper, stats, wandb_source
+from onelora.reporting.plots import table_figure
 from onelora.reporting.tables import params_match
 from onelora.results import write_json_atomic
 
@@ -32,7 +34,8 @@ def make_record(
     *, task="cifar10", paper_keys=CIFAR10, model="vit_base", method="onelora", seed=0, value=None,
     best_val=None, metric="accuracy", direction="max", status="completed", experiment=None,
     metrics=None, device="cuda", peak_bytes=4 * 2**30, fit_s=600.0, adapter_params=82944,
-    trainable_params=90634, reported="adapter", run_tag="", error=None,
+    trainable_params=90634, reported="adapter", run_tag="", error=None, time_to_best=None, test_final=None,
+    extra=None, model_bytes=None,
 ) -> dict:
     record = {
         "schema": 1,
@@ -59,6 +62,13 @@ def make_record(
     }
     if error:
         record["error"] = error
+    if time_to_best is not None:  # the best-round schema: metric.test is the best validation round's weights'
+        record["time"]["time_to_best_s"] = time_to_best
+        record["metric"].update(best_epoch=3, test_final=value if test_final is None else test_final)
+    if extra is not None:
+        record["metric"]["extra"] = extra
+    if model_bytes is not None:
+        record["memory"]["model_bytes"] = model_bytes
     return record
 
 
@@ -167,7 +177,7 @@ def test_missing_rows_say_missing(built):
     mora = row(report.table("S9").rows, "mora1")
     assert mora["status"] == "missing" and mora["ours_mean"] is None and mora["ours_n"] == 0
     md = (out / "table_S9.md").read_text()
-    assert "| mora1 | missing |" in md
+    assert "| MoRA (1) | missing |" in md
     # a table without any runs: every row missing, no numbers of ours
     s8 = read_csv_rows(out / "table_S8.csv")
     assert len(s8) == 7 and all(r["status"] == "missing" and r["ours_mean"] == "" for r in s8)
@@ -244,7 +254,9 @@ def test_ours_only_table_for_mini_grid(built):
     lora = row(mini.rows, "lora")
     assert lora["ours_n"] == 1 and lora["ours_std"] is None
     md = (out / "ours_digits_digits_vit.md").read_text()
-    assert "80.50 ± 0.71 (n=2)" in md and "0.50 GB (cpu)" in md and "paper" not in md.split("Notes:")[0]
+    # the paper's labels, its std decimals (4 for accuracy), its marking (LoRA best, 1LoRA second)
+    assert "| 1LoRA | accuracy | <u>80.50 ± 0.7071</u> (n=2) |" in md and "| LoRA | accuracy | **81.00** (n=1) |" in md
+    assert "0.5 GB (CPU RSS, not comparable)" in md and "paper" not in md.split("Notes:")[0]
 
 
 # ------------------------------------------------------------------ summary
@@ -259,9 +271,9 @@ def test_summary_agreement_and_disagreement(built):
     text = (out / "summary.md").read_text()
     s9 = _section(text, "Table S9:")
     agree, _, disagree = s9.partition("Disagrees with the paper")
-    assert "Agrees with the paper (1)" in agree and "onelora accuracy: ours 97.71" in agree
-    assert "lora accuracy: ours 96.25 (n=2) vs paper 98.1" in disagree and "(ours worse)" in disagree
-    assert "Paper rows: 10; with our runs: 2; missing: 8." in s9
+    assert "Agrees with the paper (1)" in agree and "1LoRA accuracy: ours 97.71" in agree
+    assert "LoRA accuracy: ours 96.25 (n=2) vs paper 98.1" in disagree and "(ours worse)" in disagree
+    assert "Paper rows: 11; with our runs: 2; missing: 9." in s9  # 10 methods + the quoted head-only row
     assert "Only 2 method(s) with runs: no rank correlation" in s9
     assert "No runs yet" in _section(text, "Table S8:")
     assert "task digits · model digits_vit" in text
@@ -296,7 +308,7 @@ def test_summary_spearman_with_three_methods(tmp_path):
             for s in (0, 1)]
     build_report(runs_from_records(recs), tmp_path, plots=False)
     s9 = _section((tmp_path / "summary.md").read_text(), "Table S9:")
-    assert "ours lora > onelora > bitfit; paper lora > onelora > bitfit. Spearman ρ = +1.00 over 3 methods." in s9
+    assert "ours LoRA > 1LoRA > BitFit; paper LoRA > 1LoRA > BitFit. Spearman ρ = +1.00 over 3 methods." in s9
     assert "Agrees with the paper (3)" in s9 and "Disagrees" not in s9
 
 
@@ -319,9 +331,17 @@ def test_params_parse_and_format_round_trip():
 def test_paper_rows_shipped():
     rows = load_paper_rows()
     assert set(rows["table"]) == set(paper.TABLE_ORDER)
-    assert len(rows[rows["table"] != "2"]) == 107 and len(rows[rows["table"] == "2"]) == 36
+    # S1-S12 as printed, plus the head-only rows of S9 / S10; Table 2: 9 methods x 2 settings x 2 metrics
+    assert len(rows[rows["table"] != "2"]) == 107 + 2 and len(rows[rows["table"] == "2"]) == 36
     s3_lora = rows[(rows["table"] == "S3") & (rows["method"] == "lora")].iloc[0]
     assert s3_lora["mean"] == 2.253 and s3_lora["params"] == pytest.approx(393_220)
+    # Table 2's own numbers, not S3's: LoRA NYU -> KITTI 2.353 there
+    t2 = rows[(rows["table"] == "2") & (rows["method"] == "lora") & (rows["setting"] == "NYU → KITTI")]
+    assert dict(zip(t2["metric"], t2["mean"])) == {"rmse": 2.353, "absrel": 0.0583}
+    assert dict(zip(t2["metric"], t2["std"])) == {"rmse": 0.00315, "absrel": 0.0001}
+    head = rows[rows["method"] == "head"]
+    assert dict(zip(head["table"], head["mean"])) == {"S9": 90.0, "S10": 66.0}
+    assert head["std"].isna().all() and head["quoted"].all() and head["time"].isna().all()
 
 
 # ------------------------------------------------------------------ wandb
@@ -403,3 +423,266 @@ def test_matching_rules(tmp_path):
     assert row(report.table("S12").rows, "onelora+bias+norms")["ours_n"] == 1
     assert row(report.table("S9").rows, "onelora")["status"] == "missing"
     assert [t.slug for t in report.ours_tables] == ["ours_cifar10_timm_vit_base"]
+
+
+# ------------------------------------------------------------------ the best round, failures, depth
+def test_best_round_metric_and_time_to_best(tmp_path):
+    recs = [make_record(method="bitfit", seed=s, value=v, test_final=v - 1.0, fit_s=1200.0, time_to_best=t)
+            for s, (v, t) in enumerate(((97.2, 300.0), (97.4, 420.0)))]
+    recs.append(make_record(method="vera", seed=0, value=97.5, fit_s=1800.0))  # an older record: no best round
+    report = build_report(runs_from_records(recs), tmp_path, plots=False)
+    bitfit = row(report.table("S9").rows, "bitfit")
+    assert bitfit["ours_mean"] == pytest.approx(97.3) and bitfit["time_kind"] == "to best"
+    assert bitfit["ours_time"] == pytest.approx(6.0) and bitfit["ours_time_std"] == pytest.approx(statistics.stdev([5, 7]))
+    vera = row(report.table("S9").rows, "vera")
+    assert vera["time_kind"] == "fit" and vera["ours_time"] == pytest.approx(30.0) and vera["ours_older_records"] == 1
+    md = (tmp_path / "table_S9.md").read_text()
+    assert "| BitFit | <u>97.30 ± 0.1414</u> (n=2) |" in md and "6.0 ± 1.4 min" in md  # VeRA (97.5) is best
+    assert "1 averaged record(s) predate the best-round fields" in md
+
+
+def test_failed_interrupted_and_non_finite_runs_never_averaged(tmp_path):
+    recs = [make_record(method="dora", seed=s, value=v, time_to_best=60.0) for s, v in enumerate((98.0, 98.4))]
+    recs += [
+        make_record(method="dora", seed=2, value=float("nan"), best_val=99.0, time_to_best=60.0),  # diverged
+        make_record(method="dora", seed=3, value=float("inf"), time_to_best=60.0),
+        make_record(method="dora", seed=4, value=50.0, status="interrupted"),
+        make_record(method="dora", seed=5, value=50.0, status="running"),
+        make_record(method="dora", seed=6, value=50.0, status="failed", error="loss is nan"),
+    ]
+    root = tmp_path / "results"
+    write_records(root, recs)  # through JSON and back: NaN and inf survive as non-finite floats
+    report = build_report(load_file_runs(root), tmp_path / "out", plots=False)
+    dora = row(report.table("S9").rows, "dora")
+    assert dora["ours_n"] == 2 and dora["ours_mean"] == pytest.approx(98.2)  # never 99.0 from best_val
+    assert (dora["ours_failed"], dora["ours_running"], dora["ours_no_value"]) == (2, 1, 2)
+    reasons = sorted(p.reason for p in report.table("S9").problems)
+    assert reasons == ["completed, metric not finite (inf)", "completed, metric not finite (nan)", "failed",
+                       "interrupted", "running"]
+    md = (tmp_path / "out" / "table_S9.md").read_text()
+    assert "(n=2) (2 failed, 1 running, 2 without a finite value)" in md and "## Runs not averaged (5)" in md
+    assert "loss is nan" in md
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "Runs not averaged: 1 completed, metric not finite (inf), 1 completed, metric not finite (nan), " \
+           "1 failed, 1 interrupted, 1 running" in summary
+
+
+def depth_record(source, target, method, seed, rmse, absrel):
+    return make_record(
+        task=f"{source.lower()}_to_{target.lower()}", paper_keys={"task": "depth", "source": source, "target": target},
+        model="depth_anything_l", method=method, seed=seed, value=rmse, metric="rmse", direction="min",
+        extra={"abs_rel": {"test": absrel, "test_final": absrel + 0.01}}, time_to_best=3000.0,
+        adapter_params=221184, peak_bytes=14 * 2**30,
+    )
+
+
+def test_table2_in_the_papers_wide_layout(tmp_path):
+    recs = [depth_record("KITTI", "NYU", "onelora", s, r, a) for s, (r, a) in enumerate(((0.2381, 0.0648), (0.2385, 0.0650)))]
+    recs += [depth_record("KITTI", "NYU", "lora", s, 0.251, 0.0680) for s in (0, 1)]
+    recs += [depth_record("NYU", "KITTI", "full", 0, 1.95, 0.047)]
+    report = build_report(runs_from_records(recs), tmp_path, plots=False)
+    t2 = report.table("2").rows
+    assert row(t2, "onelora", "absrel", "KITTI → NYU")["ours_mean"] == pytest.approx(0.0649)  # from metric.extra
+    assert row(t2, "full", "absrel", "NYU → KITTI")["ours_mean"] == pytest.approx(0.047)
+    md = (tmp_path / "table_2.md").read_text()
+    ours, paper_part = md.split("## Paper (Table 2 as printed)")
+    paper_part = paper_part.split("## Ours − paper")[0]
+    header = "| method | KITTI → NYU RMSE | KITTI → NYU AbsRel | NYU → KITTI RMSE | NYU → KITTI AbsRel |"
+    assert header in ours and header in paper_part
+    assert ("| 1LoRA | **0.238 ± 0.00028** (n=2) | **0.0649 ± 0.00014** (n=2) | missing | missing |" in ours)
+    assert "| LoRA | <u>0.251 ± 0.00000</u> (n=2) | <u>0.0680 ± 0.00000</u> (n=2) | missing | missing |" in ours
+    # the paper's own Table 2 numbers, marked best / second / third per column
+    assert "| LoRA | 0.250 ± 0.00087 | 0.0678 ± 0.00028 | 2.353 ± 0.00315 | 0.0583 ± 0.0001 |" in paper_part
+    assert "| All | **0.210 ± 0.00064** | **0.0571 ± 0.00033** | **1.916 ± 0.00303** | **0.0463 ± 0.0001** |" in paper_part
+    assert "| 1LoRA | <u>0.238 ± 0.0005</u> | <u>0.0647 ± 0.0001</u> | <u>2.203 ± 0.0078</u> |" in paper_part
+    assert "| VeRA | *0.244 ± 0.00059* |" in paper_part
+
+
+def test_ours_only_depth_transfers_in_table2_layout(tmp_path):
+    """Laptop-sized depth transfers on another model: one ours-only table, RMSE and AbsRel per setting."""
+    recs = [dict(depth_record(s, t, m, 0, r, a), model="tiny_depth") for s, t, m, r, a in (
+        ("KITTI", "NYU", "onelora", 0.9, 0.21), ("NYU", "KITTI", "onelora", 6.5, 0.2), ("NYU", "KITTI", "full", 5.5, 0.17))]
+    report = build_report(runs_from_records(recs), tmp_path, plots=False)
+    (table,) = report.ours_tables
+    assert table.slug == "ours_depth_tiny_depth"
+    # its figure: one row of panels per setting, for the main metric (RMSE) only, as the paper's Fig. 2
+    fig = table_figure(table)
+    try:
+        titles = [ax.get_title() for ax in fig.axes]
+        assert titles[0] == "ours: KITTI → NYU, RMSE" and titles[2] == "ours: NYU → KITTI, RMSE" and len(fig.axes) == 4
+    finally:
+        plt.close(fig)
+    assert table.columns == [("KITTI → NYU", "rmse"), ("KITTI → NYU", "abs_rel"), ("NYU → KITTI", "rmse"),
+                             ("NYU → KITTI", "abs_rel")]
+    md = (tmp_path / "ours_depth_tiny_depth.md").read_text()
+    assert "| 1LoRA | **0.900** (n=1) | **0.2100** (n=1) | <u>6.500</u> (n=1) | <u>0.2000</u> (n=1) |" in md
+    assert "| All |  |  | **5.500** (n=1) | **0.1700** (n=1) |" in md
+
+
+# ------------------------------------------------------------------ the paper's labels and marking
+def test_paper_labels():
+    expected = {
+        "onelora": "1LoRA", "full": "All", "mora1": "MoRA (1)", "mora6": "MoRA (6)", "lora": "LoRA",
+        "lora_qkv": "LoRA (QKV)", "vera": "VeRA", "dora": "DoRA", "bitfit": "BitFit", "difffit": "DiffFit",
+        "norms": "Norms", "gamma": "Gamma", "onelora+norms": "1LoRA (norms)", "onelora_random": "1LoRA (random c)",
+        "onelora+norms+gamma+bias": "1LoRA (bias+gamma+norms)", "head": "Head", "something_new": "something_new",
+    }
+    assert {m: paper.method_label(m) for m in expected} == expected
+    families = {m: paper.method_family(m) for m in ("onelora", "onelora_random", "onelora+bias", "lora_qkv", "mora6",
+                                                     "gamma", "full", "head", "xyz")}
+    assert families == {"onelora": "1LoRA", "onelora_random": "1LoRA", "onelora+bias": "1LoRA", "lora_qkv": "LoRA",
+                        "mora6": "MoRA", "gamma": "BitFit / DiffFit / norms", "full": "All", "head": "Head",
+                        "xyz": "other"}
+    assert len({paper.FAMILY_COLORS[f] for f in set(families.values())}) == len(set(families.values()))
+
+
+def test_best_three_marking():
+    from onelora.reporting.writing import mark, rank_marks
+
+    # dense ranks at the printed precision: 98.04 and 98.0 tie for first
+    assert rank_marks([97.7, 98.04, 98.0, 96.5, None, 97.9], "max", 1) == [3, 1, 1, None, None, 2]
+    assert rank_marks([0.25, 0.238, 0.21, 0.349], "min", 3) == [3, 2, 1, None]
+    assert [mark("x", r) for r in (1, 2, 3, None)] == ["**x**", "<u>x</u>", "*x*", "x"]
+
+
+def test_std_decimals_are_the_papers():
+    from collections import Counter
+
+    rows = load_paper_rows()
+    rows = rows[rows["std_str"] != ""]
+    for metric, decimals in paper.STD_DECIMALS.items():
+        printed = [paper.printed_decimals(s) for s in rows[rows["metric"] == metric]["std_str"]]
+        if printed:  # FID: the paper prints no std
+            assert Counter(printed).most_common(1)[0][0] == decimals, metric
+    assert paper.printed_decimals("9e-05") == 5 and paper.printed_decimals("97.0") == 1
+    assert paper.paper_value_decimals("0.25", "rmse") == 3 and paper.paper_value_decimals("96.55", "accuracy") == 2
+
+
+def test_paper_marking_and_head_baseline_in_s9(built):
+    out, report = built
+    md = (out / "table_S9.md").read_text()
+    assert "| Head | missing | 90.0 (quoted, no std) |" in md
+    assert "| All | missing | **98.3 ± 0.0755** |" in md and "| DoRA | missing | <u>98.2 ± 0.0866</u> |" in md
+    assert "| LoRA | <u>96.25 ± 0.3536</u> (n=2) (1 failed) | *98.1 ± 0.058* |" in md
+    assert "| 1LoRA | **97.71 ± 0.0854** (n=4) | 97.7 ± 0.186 |" in md
+    assert "| Head | missing | 66.0 (quoted, no std) |" in (out / "table_S10.md").read_text()
+
+
+def test_our_head_runs_fill_the_quoted_row(tmp_path):
+    recs = [make_record(method="head", seed=s, value=v, adapter_params=0, time_to_best=120.0) for s, v in enumerate((89.5, 90.1))]
+    report = build_report(runs_from_records(recs), tmp_path, plots=False)
+    head = row(report.table("S9").rows, "head")
+    assert head["ours_n"] == 2 and head["paper_mean"] == 90.0 and head["paper_std"] is None
+    assert head["agreement"] == stats.AGREE  # |89.8 - 90| <= 1% of 90
+
+
+def test_experiment_grids_for_the_report():
+    from omegaconf import OmegaConf
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    for name in ("fig6", "fig7"):
+        methods = OmegaConf.load(root / f"{name}.yaml").hydra.sweeper.params.method.split(",")
+        assert methods[0] == "head" and "onelora" in methods and "full" in methods
+    s1 = OmegaConf.load(root / "table_s1.yaml")
+    assert s1.hydra.sweeper.params.method == "onelora,onelora_random" and s1.hydra.sweeper.params.seed == "0,1,2,3"
+
+
+# ------------------------------------------------------------------ memory
+def test_memory_by_what_was_measured(tmp_path):
+    parts = {"params": 2**30, "trainable": 2**20, "grads": 2**20, "optimizer": 2**21, "activations": 2**29}
+    recs = [
+        make_record(method="vera", value=97.0, device="cuda", peak_bytes=6 * 2**30),
+        make_record(method="vera", seed=1, value=97.2, device="cpu", peak_bytes=9 * 2**30),  # mixed: left out
+        make_record(method="bitfit", value=97.0, device="cpu", peak_bytes=3 * 2**30, model_bytes=parts),
+        make_record(method="dora", value=97.0, device="cpu", peak_bytes=3 * 2**30),
+    ]
+    report = build_report(runs_from_records(recs), tmp_path, plots=False)
+    rows = report.table("S9").rows
+    vera, bitfit, dora = row(rows, "vera"), row(rows, "bitfit"), row(rows, "dora")
+    assert vera["ours_memory_gb"] == pytest.approx(6.0) and vera["ours_memory_pct"] == pytest.approx(15.0)
+    assert vera["ours_memory_kind"] == "cuda (1 of 2 runs)"
+    # params + grads + optimizer + activations ("trainable" is part of params, not added again)
+    assert bitfit["ours_memory_kind"] == "model" and bitfit["ours_memory_pct"] is None
+    assert bitfit["ours_memory_gb"] == pytest.approx(1 + 1 / 1024 + 2 / 1024 + 0.5)
+    assert dora["ours_memory_kind"] == "rss"
+    md = (tmp_path / "table_S9.md").read_text()
+    assert "6.00 GB (15% of A100 40 GB, accelerator peak (1 of 2 runs))" in md
+    assert "1.5 GB (params + grads + optimizer + activations)" in md and "3 GB (CPU RSS, not comparable)" in md
+    fig = table_figure(report.table("S9"))
+    try:  # the bars say what they are: stacked measured parts, hatched RSS
+        memory_ax = fig.axes[2]
+        legend = {t.get_text() for t in memory_ax.get_legend().get_texts()}
+        assert {"params", "grads", "optimizer", "activations", "CPU RSS, not comparable"} <= legend
+        assert "accelerator peak" in memory_ax.get_title() and "CPU RSS, not comparable" in memory_ax.get_title()
+    finally:
+        plt.close(fig)
+
+
+# ------------------------------------------------------------------ plots
+def test_bubble_areas_cap_all():
+    from onelora.reporting.plots import CAP_AREA, MAX_AREA, MIN_AREA, bubble_areas
+
+    points = [{"method": m, "params": p} for m, p in (("lora", 165888), ("onelora", 82944), ("full", 85_798_656),
+                                                       ("head", 0))]
+    areas, capped = bubble_areas(points)
+    assert capped == [False, False, True, False]
+    assert areas[0] == pytest.approx(MAX_AREA) and areas[1] == pytest.approx(MAX_AREA * 82944 / 165888)
+    assert areas[2] == CAP_AREA and areas[3] == MIN_AREA
+
+
+def test_plot_error_bars_labels_and_axes(tmp_path):
+    from matplotlib.container import ErrorbarContainer
+
+    # four methods landing on nearly the same spot: their labels must not overlap
+    recs = [make_record(method=m, seed=s, value=97.0 + 0.01 * i + 0.2 * s, time_to_best=600.0 + 60 * s + i,
+                        adapter_params=82944 + i)
+            for i, m in enumerate(("bitfit", "vera", "onelora", "mora1")) for s in (0, 1)]
+    report = build_report(runs_from_records(recs), tmp_path, plots=False)
+    fig = table_figure(report.table("S9"))
+    try:
+        ours_ax, paper_ax, memory_ax = fig.axes[:3]
+        bars = [c for c in ours_ax.containers if isinstance(c, ErrorbarContainer)]
+        assert len(bars) == 4 and all(c.has_xerr and c.has_yerr for c in bars)
+        # the y error bar spans mean ± the std over seeds (0.1414 here), the x bar ± the time std (1 min)
+        segments = bars[0].lines[2]
+        y_lo, y_hi = sorted(segments[-1].get_segments()[0][:, 1])
+        assert y_hi - y_lo == pytest.approx(2 * statistics.stdev([97.0, 97.2]))
+        x_lo, x_hi = sorted(segments[0].get_segments()[0][:, 0])
+        assert x_hi - x_lo == pytest.approx(2 * statistics.stdev([10.0, 11.0]))
+        assert "time to best validation round (min)" in ours_ax.get_xlabel()
+        assert ours_ax.get_ylabel() == "accuracy (%), higher is better\nbest validation round, mean ± std"
+        renderer = fig.canvas.get_renderer()
+        boxes = [t.get_window_extent(renderer) for t in ours_ax.texts if t.get_text() in ("BitFit", "VeRA", "1LoRA", "MoRA (1)")]
+        assert len(boxes) == 4
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+        # the paper panel: the paper's labels, the quoted head-only baseline as a reference line
+        assert {"1LoRA", "All (size capped)", "MoRA (6)"} <= {t.get_text() for t in paper_ax.texts}
+        assert any(line.get_linestyle() == ":" and line.get_ydata()[0] == 90.0 for line in paper_ax.lines)
+        assert [t.get_text() for t in memory_ax.get_xticklabels()][:3] == ["Head", "MoRA (1)", "MoRA (6)"]
+    finally:
+        plt.close(fig)
+
+
+# ------------------------------------------------------------------ Table S1 of ours
+def test_table_s1_ours_beside_the_paper(tmp_path):
+    recs = [make_record(method=m, seed=s, value=v) for m, vals in (("onelora", (97.7, 97.9)), ("onelora_random", (97.1, 97.3)))
+            for s, v in enumerate(vals)]
+    recs += [depth_record("NYU", "KITTI", m, 0, r, 0.05) for m, r in (("onelora", 2.21), ("onelora_random", 2.25))]
+    report = build_report(runs_from_records(recs), tmp_path, plots=False)
+    rows = {r["setting"]: r for r in report.s1.rows}
+    cifar = rows["ImageNet-21k → CIFAR10"]
+    assert cifar["ours_onelora_mean"] == pytest.approx(97.8) and cifar["ours_random_mean"] == pytest.approx(97.2)
+    assert cifar["ours_diff"] == pytest.approx(-0.6) and cifar["paper_onelora_mean"] is None
+    depth = rows["NYU → KITTI"]
+    assert depth["ours_diff"] == pytest.approx(0.04)
+    assert (depth["paper_onelora_mean"], depth["paper_random_mean"]) == (2.203, 2.239)
+    assert depth["paper_diff"] == pytest.approx(0.036)
+    md = (tmp_path / "table_S1_ours.md").read_text()
+    assert "| **97.80 ± 0.1414** (n=2) | <u>97.20 ± 0.1414</u> (n=2) | -0.60 |" in md
+    assert "| **2.210** (n=1) | <u>2.250</u> (n=1) | +0.040 | **2.203 ± 0.00780** | <u>2.239 ± 0.00890</u> | +0.036 |" in md
+    summary = (tmp_path / "summary.md").read_text()
+    assert ("- ImageNet-21k → CIFAR10 (cifar10, vit_base, accuracy): 1LoRA 97.80 (n=2) vs random 97.20 (n=2), "
+            "random − 1LoRA -0.60; no paper row.") in summary
+    assert "- NYU → KITTI (nyu_to_kitti, depth_anything_l, rmse): " in summary and "paper random − 1LoRA +0.036" in summary
+    # onelora_random on CIFAR-10 has no paper row: it also lands in an ours-only table
+    assert any(r["method"] == "onelora_random" for t in report.ours_tables for r in t.rows)

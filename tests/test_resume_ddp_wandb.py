@@ -8,15 +8,18 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from fakes import write_cifar
 from runs import CIFAR_TINY, ROOT, results, run_cli
 
+pytestmark = pytest.mark.e2e  # subprocess runs of run.py: make test-e2e
+
 
 def test_a_killed_run_resumes_from_its_last_epoch(tmp_path):
-    root = write_cifar(tmp_path / "cifar10", per_batch=40)
-    args = [*CIFAR_TINY, f"task.data.root={root}", "method=onelora", "task.epochs=20", "task.batch_size=2"]
+    root = write_cifar(tmp_path / "cifar10", per_batch=200)  # 490 steps an epoch: slow enough to kill mid-run
+    args = [*CIFAR_TINY, f"task.data.root={root}", "method=onelora", "task.epochs=8", "task.batch_size=2"]
     run_dir = tmp_path / "results" / "cifar10" / "tiny_vit" / "onelora" / "seed0"
     env = {**os.environ, "ONELORA_ROOT": str(tmp_path), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path, env=env,
@@ -31,6 +34,7 @@ def test_a_killed_run_resumes_from_its_last_epoch(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
+    assert killed_at < 7, "the run had nearly finished when it was killed: make its epochs longer"
     assert not (run_dir / "results.json").exists()
 
     out = run_cli(tmp_path, *args).stdout
@@ -46,7 +50,8 @@ def test_a_killed_run_resumes_from_its_last_epoch(tmp_path):
     assert len(attempts) == 2
     before, after = attempts
     assert killed_at >= 1 and max(before) >= killed_at - 1
-    assert min(after) >= killed_at - 1 and max(after) == 19  # resumed, not restarted from epoch 0
+    assert min(after) >= killed_at - 1 and max(after) == 7  # resumed, not restarted from epoch 0
+    assert record["time"]["attempts"] == 2
 
 
 def test_ddp_on_two_cpu_processes_writes_one_record_with_one_models_count(tmp_path):

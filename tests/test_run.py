@@ -25,6 +25,7 @@ def tiny_run(tmp: Path, cifar_root: Path, *overrides: str) -> dict:
 def test_cifar_run_writes_a_complete_record(tmp_path, cifar_root, method):
     from onelora.count import count
     from onelora.results import REQUIRED_KEYS
+    from onelora.settings import RunSettings
 
     record = tiny_run(tmp_path, cifar_root, f"method={method}")
     run_dir = tmp_path / "results" / "cifar10" / "tiny_vit" / record["method"] / "seed0"
@@ -38,25 +39,77 @@ def test_cifar_run_writes_a_complete_record(tmp_path, cifar_root, method):
     assert on_disk["run_dir"] == str(run_dir)
     metric = on_disk["metric"]
     assert metric["name"] == "accuracy" and metric["direction"] == "max"
-    for key in ("best_val", "final_val", "test"):
+    assert (metric["val_key"], metric["test_key"]) == ("val/accuracy", "test/accuracy")
+    for key in ("best_val", "final_val", "test", "test_final"):
         assert 0.0 <= metric[key] <= 100.0
-    assert metric["best_val"] >= metric["final_val"]
+    assert metric["best_val"] >= metric["final_val"] and metric["val_rounds"] == 2
+    assert metric["best_epoch"] in (0, 1) and metric["best_step"] == 8 * (metric["best_epoch"] + 1)
     assert on_disk["metrics"]["test/accuracy"] == metric["test"]
-    assert on_disk["time"]["fit_s"] > 0 and on_disk["time"]["train_s"] > 0 and on_disk["time"]["val_s"] >= 0
-    assert on_disk["time"]["total_s"] >= on_disk["time"]["fit_s"]
+    assert on_disk["metrics"]["final:test/accuracy"] == metric["test_final"]
+    t = on_disk["time"]
+    assert t["fit_s"] > 0 and t["train_s"] > 0 and t["val_s"] >= 0 and t["test_s"] > 0
+    assert 0 < t["time_to_best_s"] <= t["fit_s"] and t["total_s"] >= t["fit_s"] and t["attempts"] == 1
     assert on_disk["memory"]["device"] == "cpu" and on_disk["memory"]["peak_bytes"] > 2**20
-    assert on_disk["lr"] == 0.01 and on_disk["world_size"] == 1
+    measured = on_disk["memory"]["model_bytes"]
+    assert measured["trainable"] == 4 * on_disk["params"]["trainable_params"] == measured["grads"]
+    assert measured["optimizer"] == 2 * measured["trainable"] + 4 * len(ckpt_optimizer_state(run_dir))  # AdamW: m, v, step
+    assert measured["activations"] > 0
+    assert on_disk["lr"] == 0.01 and on_disk["world_size"] == 1 and on_disk["global_step"] == 16
     assert "torch" in on_disk["versions"] and on_disk["config"]["method"]["name"] == record["method"]
     # the parameter report equals the meta-device count of the same config
-    counted = count(config(tmp_path, *CIFAR_TINY, f"method={method}", "mode=count"))
+    counted = count(RunSettings.from_config(config(tmp_path, *CIFAR_TINY, f"method={method}", "mode=count")))
     assert on_disk["params"] == {k: v for k, v in counted.items() if k not in ("model", "method")}
     assert on_disk["params"]["head_params"] == 32 * 10 + 10
-    # adapter-only artefacts: the final adapter and a checkpoint with only the trainable tensors
+    # adapter-only artefacts: the best round's adapter, and checkpoints with only the trainable tensors
     assert (run_dir / "adapter" / "adapter.safetensors").is_file()
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert sum(v.numel() for v in ckpt["state_dict"].values()) <= on_disk["params"]["trainable_params"] + 4096
-    assert all(not k.endswith("base_layer.weight") for k in ckpt["state_dict"])
+    for name in ("last.ckpt", "best.ckpt"):
+        ckpt = torch.load(run_dir / "checkpoints" / name, map_location="cpu", weights_only=False)
+        assert sum(v.numel() for v in ckpt["state_dict"].values()) <= on_disk["params"]["trainable_params"] + 4096
+        assert all(not k.endswith("base_layer.weight") for k in ckpt["state_dict"])
+        assert ckpt["onelora"]["fingerprint"] == on_disk["fingerprint"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert list((run_dir / "logs").glob("version_*/metrics.csv"))
+
+
+def ckpt_optimizer_state(run_dir: Path) -> list:
+    """The parameter entries of AdamW's state in the last checkpoint (one 'step' scalar each)."""
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    return list(ckpt["optimizer_states"][0]["state"])
+
+
+def test_the_record_reports_the_best_rounds_weights_not_the_last(tmp_path, cifar_root):
+    """The paper reports the best mean evaluation metric: the test metric of the best validation
+    round's weights (and its adapter), the final weights' test metric beside it."""
+    from onelora.adapters import load_adapter
+    from onelora.models import build_model
+
+    record = tiny_run(tmp_path, cifar_root, "method=lora", "task.epochs=4", "task.optimizer.lr=0.05")
+    run_dir = Path(record["run_dir"])
+    rows = [r for r in csv_rows(run_dir) if r.get("val/accuracy")]
+    vals = [float(r["val/accuracy"]) for r in rows]
+    m = record["metric"]
+    assert len(vals) == 4 and m["best_val"] == max(vals) and m["final_val"] == vals[-1]
+    assert m["best_epoch"] == vals.index(max(vals))
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    assert best["epoch"] == m["best_epoch"]
+    # the saved adapter is the best round's: it reproduces metric.test, not the final weights' score
+    torch.manual_seed(0)
+    model = build_model(record["config"]["model"], num_classes=10, load_weights=False)
+    load_adapter(run_dir / "adapter", model)
+    saved = {k: v for k, v in best["state_dict"].items()}
+    for name, tensor in model.named_parameters():
+        if tensor.requires_grad:
+            assert torch.equal(tensor, saved[f"model.{name}"]), name
+
+
+def csv_rows(run_dir: Path) -> list[dict]:
+    import csv
+
+    rows = []
+    for path in sorted((run_dir / "logs").glob("version_*/metrics.csv")):
+        with open(path) as handle:
+            rows += list(csv.DictReader(handle))
+    return rows
 
 
 def test_saved_adapter_reproduces_the_trained_model(tmp_path, cifar_root):
@@ -92,7 +145,7 @@ def test_completed_runs_are_skipped_and_changed_configs_refused(tmp_path, cifar_
     assert "Already completed, skipping" in capsys.readouterr().out
     assert again["finished_at"] == first["finished_at"]
     with pytest.raises(ConfigError, match="different config.*run_tag"):
-        tiny_run(tmp_path, cifar_root, "method=bitfit", "task.optim.lr=0.02")
+        tiny_run(tmp_path, cifar_root, "method=bitfit", "task.optimizer.lr=0.02")
 
 
 def test_a_failed_run_leaves_a_failed_record(tmp_path, cifar_root):
@@ -123,13 +176,14 @@ def test_embedded_default_beats_chance_and_the_head_only_baseline(digits_home):
     assert len(cached) == 1 and cached[0].with_suffix(".json").is_file()
 
 
+@pytest.mark.e2e
 def test_run_py_with_no_arguments_runs_the_default(digits_home):
-    proc = run_cli(digits_home, *DIGITS_FAST, "seed=1")
-    out = proc.stdout
-    assert "digits | digits_vit | onelora | seed 1" in out
-    assert "accuracy (test)" in out and "results:" in out
-    assert "Pre-training" not in out  # the cached backbone from the fixture's settings is reused
+    first = run_cli(digits_home, *DIGITS_FAST, "seed=1").stdout  # pre-trains unless a test before did
+    assert "digits | digits_vit | onelora | seed 1" in first
+    assert "accuracy (test, best validation round)" in first and "results:" in first
     record = results(digits_home / "results" / "digits" / "digits_vit" / "onelora" / "seed1")
     assert record["status"] == "completed"
     again = run_cli(digits_home, *DIGITS_FAST, "seed=1")
     assert "Already completed, skipping" in again.stdout
+    other = run_cli(digits_home, *DIGITS_FAST, "seed=2").stdout
+    assert "Pre-training" not in other and "seed 2" in other  # the cached backbone is reused

@@ -1,4 +1,5 @@
-"""How run.py reports errors: a user's mistake in one line, a sweep that goes on past a failure."""
+"""How run.py reports errors: a user's mistake in one line, a sweep that goes on past a failure, a
+terminated run that says so (and exits non-zero)."""
 
 from __future__ import annotations
 
@@ -13,23 +14,26 @@ from omegaconf import DictConfig
 from .adapters import AdapterConfigError
 from .config import ConfigError
 from .data.errors import MissingDataError
-from .models.pretrained import MissingWeightsError
+from .models.weights import MissingWeightsError, UnreadableWeightsError
+from .runlock import RunLockedError
 
 log = logging.getLogger(__name__)
 
 #: errors that are about the user's setup, not a bug: shown as one line, without a traceback
-USER_ERRORS = (ConfigError, MissingDataError, MissingWeightsError, AdapterConfigError)
-
-
+USER_ERRORS = (ConfigError, MissingDataError, MissingWeightsError, UnreadableWeightsError, AdapterConfigError,
+               RunLockedError)
 def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def run_from_cli(cfg: DictConfig) -> None:
-    from .runner import run
+    from .runner import RunTerminated, run
 
     try:
         run(cfg)
+    except RunTerminated as err:  # the whole process was asked to stop: a sweep stops too
+        print(f"onelora: {err}", file=sys.stderr, flush=True)
+        sys.exit(err.exit_status)
     except Exception as err:
         short = isinstance(err, USER_ERRORS)
         message = f"onelora: error: {err}" if short else f"onelora: {type(err).__name__}: {err}"

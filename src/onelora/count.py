@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Mapping
 
 import torch
-from omegaconf import DictConfig
 
-from .adapters import inject
-from .config import method_spec, plain
+from .adapters import MethodSpec, inject
 from .models import build_model
 
 
-def count(cfg: DictConfig) -> dict[str, Any]:
-    model_cfg = plain(cfg.model)
+def count_parameters_of(model_cfg: Mapping[str, Any], method: MethodSpec, model_args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The parameter report of ``method`` on the model ``model_cfg`` builds (with the task's ``model_args``)."""
     with torch.device("meta"):
-        model = build_model(model_cfg, num_classes=cfg.task.get("num_classes"), load_weights=False)
-    report = inject(model, method_spec(cfg), target_sets=model_cfg["target_sets"], head=model_cfg.get("head") or [])
-    out = {"model": cfg.model.name, "method": cfg.method.name}
-    out.update({k: v for k, v in report.summary().items() if k != "method"})
+        model = build_model(model_cfg, load_weights=False, **dict(model_args or {}))
+    report = inject(model, method, target_sets=model_cfg["target_sets"], head=model_cfg.get("head") or [],
+                    module_sets=model_cfg.get("module_sets") or {})
+    return {k: v for k, v in report.summary().items() if k != "method"}
+
+
+def count(settings: Any) -> dict[str, Any]:
+    """Print and return the count for a run's settings (model, method, the task's model_args)."""
+    out = {"model": settings.cfg.model.name, "method": settings.cfg.method.name}
+    out.update(count_parameters_of(settings.model, settings.method, settings.model_args))
     print(json.dumps(out), flush=True)
     return out

@@ -13,13 +13,15 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from .files import current_umask
+
 RESULTS_NAME = "results.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: the keys a completed record always has (tests and the table builder rely on them)
 REQUIRED_KEYS = (
     "schema",
-    "status",  # "completed" | "failed" | "running"
+    "status",  # "completed" | "failed" | "interrupted"
     "experiment",  # experiment config name (e.g. "fig6", "mini") or null for a single run
     "task",  # task config name (e.g. "cifar10", "digits")
     "paper",  # {"task", "source", "target"}: the row keys of ../paper/results.csv
@@ -27,10 +29,12 @@ REQUIRED_KEYS = (
     "method",  # method name as in the paper's tables (e.g. "onelora+norms")
     "method_parts",  # e.g. ["onelora", "norms"]
     "seed",
-    "metric",  # {"name", "direction": "max"|"min", "best_val", "final_val", "test"}
+    "metric",  # {"name", "direction", "val_key", "test_key", "best_val", "final_val", "best_epoch", "best_step",
+    #             "test" (best validation round's weights), "test_final" (final weights), "extra"}
     "metrics",  # every final metric logged, name -> value
-    "time",  # {"train_s", "val_s", "fit_s", "total_s"}
-    "memory",  # {"device": "cpu"|"cuda", "peak_bytes", "kind": "rss"|"max_allocated"}
+    "time",  # {"train_s", "val_s", "fit_s", "time_to_best_s", "test_s", "total_s", "attempts"}
+    "memory",  # {"device": "cpu"|"cuda", "peak_bytes", "kind": "rss"|"max_allocated",
+    #             "model_bytes": {"params", "trainable", "grads", "optimizer", "activations"}}
     "params",  # {"adapted_layers", "adapter_params", "head_params", "trainable_params", "total_params"}
     "run_dir",
     "git_commit",
@@ -45,6 +49,7 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600
         with os.fdopen(fd, "w") as handle:
             json.dump(data, handle, indent=2, default=str)
             handle.flush()
@@ -54,6 +59,12 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temporaries(folder: str | Path) -> None:
+    """Temporary files a killed writer left behind (``.results.json.*.tmp``)."""
+    for path in Path(folder).glob(f".{RESULTS_NAME}.*.tmp"):
+        path.unlink(missing_ok=True)
 
 
 def read_results(root: str | Path) -> Iterator[dict[str, Any]]:

@@ -1,4 +1,6 @@
-"""One experiment, end to end: config -> model -> inject -> Lightning fit/test -> results.json."""
+"""One experiment, end to end: settings -> task parts and data -> model -> inject -> Lightning fit ->
+test of the best and the final weights -> results.json. The runner knows no task: it reads only
+the task contract (docs/task_contract.md)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import time
 import traceback
@@ -16,30 +19,43 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from . import __version__
-from .adapters import inject, save_adapter
-from .callbacks import RunStats, peak_memory
-from .config import ConfigError, learning_rate, method_spec, per_device_batch, plain, validate
+from .adapters import AdapterReport, inject, save_adapter
+from .callbacks import BestMetric, LastCheckpoint, ModelMemory, RunIdentity, RunStats, peak_memory
+from .config import ConfigError, plain
+from .contract import build
 from .count import count
 from .models import build_model
 from .quiet import quiet_library_noise
+from .results import RESULTS_NAME, SCHEMA_VERSION, remove_stale_temporaries, write_json_atomic
+from .runlock import RunLock
+from .settings import RunSettings
 from .sweeps import log_event
-from .results import RESULTS_NAME, SCHEMA_VERSION, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 #: config keys that do not change what a run computes (left out of its fingerprint)
-NON_RESULT_KEYS = ("paths", "logger", "resume", "force", "hydra", "experiment_name")
+NON_RESULT_KEYS = ("paths", "logger", "resume", "force", "hydra", "experiment_name", "torch_threads")
+#: what a forced re-run clears (the logs stay, one version per attempt)
+RUN_ARTEFACTS = ("checkpoints", "adapter", "predictions", "artifacts", RESULTS_NAME)
+
+
+class RunTerminated(RuntimeError):
+    """The run was stopped by a signal (SIGTERM: kill, timeout, scancel; SIGINT: Ctrl-C); a relaunch
+    resumes it. ``exit_status`` is what the shell reports for that signal (143, 130)."""
+
+    def __init__(self, message: str, exit_status: int):
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
-    if HydraConfig.initialized():
+    if HydraConfig.initialized() and cfg.get("mode") != "count":
         return Path(HydraConfig.get().runtime.output_dir)
     return Path(cfg.paths.results_dir) / cfg.run_name
 
@@ -58,17 +74,27 @@ def read_record(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def rank() -> int:
+    """This process's global rank (Lightning's DDP children set RANK; SLURM tasks SLURM_PROCID)."""
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if key in os.environ and (key != "SLURM_PROCID" or int(os.environ.get("SLURM_NTASKS", "1")) > 1):
+            return int(os.environ[key])
+    return 0
+
+
 def run(cfg: DictConfig) -> dict[str, Any] | None:
     """Run (or count, or skip) the experiment ``cfg`` describes; returns its record."""
     quiet_library_noise()
+    settings = RunSettings.from_config(cfg)
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
-    if cfg.mode == "count":
-        validate(cfg)
-        return count(cfg)
+    if settings.mode == "count":
+        return count(settings)
     run_dir, started = run_dir_of(cfg), time.time()
-    try:
-        validate(cfg)
+    if rank() != 0:  # DDP / multi-task SLURM workers: rank 0 holds the lock and decides
+        return train(settings, run_dir, started, resume_from=_resumable(settings, run_dir, check=False))
+    with RunLock(run_dir):
+        remove_stale_temporaries(run_dir)
         done = read_record(run_dir)
         if done and done.get("status") == "completed" and not cfg.force:
             if done.get("fingerprint") == fingerprint(cfg):
@@ -79,37 +105,70 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
                 f"{run_dir} holds a completed run with a different config; set run_tag=<suffix> to keep both, "
                 f"or force=true to replace it"
             )
-        record = train(cfg, run_dir, started)
-    except Exception as err:
-        if _is_rank_zero():
-            error = f"{type(err).__name__}: {err}"
+        if cfg.force:
+            for name in RUN_ARTEFACTS:
+                path = run_dir / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        try:
+            record = train(settings, run_dir, started, resume_from=_resumable(settings, run_dir))
+        except BaseException as err:
+            if isinstance(err, SIGTERMException):  # stopped outside fit (set-up, testing)
+                err = RunTerminated("SIGTERM", 143)
+            terminated = isinstance(err, RunTerminated)
+            status = "interrupted" if terminated else "failed"
+            if terminated:
+                error = (f"stopped by {err}; relaunch the same command to resume from "
+                         f"{run_dir / 'checkpoints' / 'last.ckpt'}")
+            else:
+                error = f"{type(err).__name__}: {err}"
             previous = read_record(run_dir)
             if not (previous and previous.get("status") == "completed"):  # never overwrite a result
-                write_json_atomic(run_dir / RESULTS_NAME, base_record(cfg, run_dir, started, status="failed") | {
+                write_json_atomic(run_dir / RESULTS_NAME, base_record(settings, run_dir, started, status=status) | {
                     "error": error, "traceback": traceback.format_exc(limit=20)})
-            log_event("failed", run_dir, error=error)
-        raise
-    if _is_rank_zero():
-        log_event("completed", run_dir)
+            log_event(status, run_dir, error=error)
+            if terminated:
+                raise RunTerminated(f"run {run_dir} {error}", err.exit_status) from None
+            raise
+    log_event("completed", run_dir)
     return record
 
 
-def _is_rank_zero() -> bool:
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0
+def _resumable(settings: RunSettings, run_dir: Path, check: bool = True) -> str | None:
+    """``checkpoints/last.ckpt`` if the run should continue from it; refuses one from another config."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not (settings.cfg.resume and last.is_file()):
+        return None
+    if not check:
+        return str(last)
+    try:
+        saved = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:  # empty, truncated, not a checkpoint
+        raise ConfigError(
+            f"resume: cannot read the checkpoint {last} ({type(err).__name__}: {str(err)[:120]}); it is damaged. "
+            "Relaunch with resume=false to start over (or delete it)"
+        ) from None
+    found = (saved.get("onelora") or {}).get("fingerprint") if isinstance(saved, dict) else None
+    if found != fingerprint(settings.cfg):
+        raise ConfigError(
+            f"resume: {last} was written by a run with a different config; set run_tag=<suffix> to keep both, "
+            "or force=true to start this one afresh"
+        )
+    return str(last)
 
 
-def base_record(cfg: DictConfig, run_dir: Path, started: float, status: str) -> dict[str, Any]:
-    paper = plain(cfg.task.get("paper") or {})
+def base_record(settings: RunSettings, run_dir: Path, started: float, status: str) -> dict[str, Any]:
+    cfg = settings.cfg
     return {
         "schema": SCHEMA_VERSION,
         "status": status,
         "experiment": cfg.get("experiment_name"),
         "task": cfg.task.name,
-        "paper": paper,
+        "family": cfg.task.get("family"),
+        "paper": plain(cfg.task.get("paper") or {}),
         "model": cfg.model.name,
         "method": cfg.method.name,
-        "method_parts": _parts(cfg),
-        "seed": int(cfg.seed),
+        "method_parts": settings.method.parts,
+        "seed": settings.seed,
         "run_dir": str(run_dir),
         "fingerprint": fingerprint(cfg),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
@@ -127,65 +186,94 @@ def slurm_info() -> dict[str, str] | None:
     return info or None
 
 
-def _parts(cfg: DictConfig) -> list[str] | None:
-    try:
-        return method_spec(cfg).parts
-    except Exception:  # an invalid method is recorded as failed, with the error
-        return None
-
-
-def train(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    model_cfg = plain(cfg.model)
-    data = instantiate(cfg.task.data, batch_size=per_device_batch(cfg), model_input=model_cfg.get("input"))
-    data.prepare_data()  # a missing dataset stops the run here, before any weights are fetched
-    if cfg.task.get("pretrain"):
+def prepare_model(settings: RunSettings, offered: dict[str, Any]) -> tuple[torch.nn.Module, AdapterReport, str | None]:
+    """The task's model with the run's weights (pre-trained first if the task says so), adapted;
+    and where those weights came from."""
+    model_cfg = dict(settings.model)
+    if settings.task.cfg.get("pretrain") and not model_cfg.get("pretrained"):
         from .pretrain import ensure_pretrained
 
-        model_cfg["pretrained"] = str(ensure_pretrained(cfg))
-        L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    model = build_model(model_cfg, num_classes=cfg.task.get("num_classes"), load_weights=True)
-    report = inject(model, method_spec(cfg), target_sets=model_cfg["target_sets"], head=model_cfg.get("head") or [])
-    module = instantiate(
-        cfg.task.module,
-        model=model,
-        optim={**plain(cfg.task.optim), "lr": learning_rate(cfg)},
-        schedule=plain(cfg.task.get("schedule")),
-        metric=plain(cfg.task.metric),
-    )
-    stats = RunStats()
-    trainer, loggers = build_trainer(cfg, run_dir, stats)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    ckpt_path = str(last) if cfg.resume and last.is_file() else None
-    if ckpt_path:
-        print(f"Resuming from {ckpt_path}", flush=True)
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
-    fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    test_metrics = trainer.test(module, datamodule=data, verbose=False)[0] if _has_test(data) else {}
+        model_cfg["pretrained"] = str(ensure_pretrained(settings, offered))
+        L.seed_everything(settings.seed, workers=True, verbose=False)
+    try:
+        model = build_model(model_cfg, load_weights=True, **settings.model_args)
+    except TypeError as err:
+        raise ConfigError(f"task.model_args: {err}") from None
+    report = inject(model, settings.method, target_sets=model_cfg["target_sets"], head=model_cfg.get("head") or [],
+                    module_sets=model_cfg.get("module_sets") or {})
+    return model, report, model_cfg.get("pretrained")
 
-    record = base_record(cfg, run_dir, started, status="completed")
-    metric = plain(cfg.task.metric)
+
+def train(settings: RunSettings, run_dir: Path, started: float, resume_from: str | None) -> dict[str, Any]:
+    cfg, task = settings.cfg, settings.task
+    L.seed_everything(settings.seed, workers=True, verbose=False)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    parts = task.build_parts()
+    offered = {"batch_size": settings.batch_per_device, "model_input": settings.model.get("input"), **parts}
+    data = build(task.cfg.data, "task.data", offered)
+    data.prepare_data()  # a missing dataset stops the run here, before any weights are fetched
+    model, report, weights_from = prepare_model(settings, offered)
+    module = build(task.cfg.module, "task.module", offered, model=model, optimizer=settings.optimizer(),
+                   scheduler=settings.scheduler(), metric=task.metric.as_dict(),
+                   lr_scales=plain(task.cfg.get("lr_scales") or {}))
+    stats = RunStats(started)
+    best = BestMetric(task.metric.as_dict(), stats)
+    memory = ModelMemory()
+    stopper = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt", cfg.trainer.get("checkpoint_every_n_train_steps"))
+    trainer, loggers, best_ckpt = build_trainer(settings, run_dir, [stats, best, memory, stopper])
+    evaluating = settings.mode == "eval"
+    if evaluating:  # the weights as they are (the un-adapted source model): one validation round, then test
+        fitted = {k: float(v) for k, v in (trainer.validate(module, datamodule=data, verbose=False) or [{}])[0].items()}
+        best.best = best.last = fitted.get(task.metric.val_key)
+    else:
+        if resume_from:
+            print(f"Resuming from {resume_from}", flush=True)
+        try:
+            trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+        except BaseException:
+            if stopper.signal:  # SIGTERM or Ctrl-C: a checkpoint is saved, a relaunch resumes
+                raise RunTerminated(stopper.signal, 130 if "SIGINT" in stopper.signal else 143) from None
+            raise
+        if trainer.global_step == 0:
+            raise RuntimeError("trained 0 optimizer steps (check trainer.max_steps / limit_train_batches and the "
+                               "training set's size): the weights are the initial ones, so there is no result")
+        fitted = {k: float(v) for k, v in trainer.callback_metrics.items()}  # tests replace them
+    test_started = time.perf_counter()
+    final = _test(trainer, module, data, None) if task.cfg.get("test_final", True) or evaluating else {}
+    best_path = None if evaluating else best_ckpt.best_model_path or None  # none when no validation round ran
+    at_best = _test(trainer, module, data, best_path) if best_path or not final else final
+    test_s = time.perf_counter() - test_started
+
+    record = base_record(settings, run_dir, started, status="completed")
+    metric = task.metric
     record.update(
         metric={
-            "name": metric["name"],
-            "direction": metric.get("direction", "max"),
-            "best_val": module.best_val,
-            "final_val": module.last_val,
-            "test": test_metrics.get(metric.get("test_key", f"test/{metric['name']}")),
+            **metric.as_dict(),
+            **best.summary(),
+            "test": at_best.get(metric.test_key),
+            "test_final": final.get(metric.test_key),
+            "extra": {name: {"test": at_best.get(key), "test_final": final.get(key)} for name, key in metric.extra.items()},
         },
-        metrics={**fit_metrics, **{k: float(v) for k, v in test_metrics.items()}},
-        time={**stats.times(), "total_s": round(time.time() - started, 3)},
-        memory=peak_memory(),
+        metrics={**fitted, **at_best, **{f"final:{k}": v for k, v in final.items()}},
+        time={**stats.times(), "time_to_best_s": best.time_to_best_s, "test_s": round(test_s, 3)},
+        memory={**peak_memory(), "model_bytes": dict(memory.bytes)},
         params={k: v for k, v in report.summary().items() if k != "method"},
-        lr=learning_rate(cfg),
+        lr=settings.lr,
+        pretrained_from=weights_from,  # the base weights (a hub id, a file, the cached source-task weights)
+        trained=not evaluating,  # mode=eval: evaluated as loaded, no training
         world_size=trainer.world_size,
+        global_step=trainer.global_step,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
     )
     if trainer.is_global_zero:
-        save_adapter(run_dir / "adapter", model, target_sets=model_cfg["target_sets"],
-                     extra={"model": cfg.model.name, "task": cfg.task.name, "seed": int(cfg.seed)})
+        if hasattr(module, "artifacts"):  # predictions, sample grids, answers: from the best weights
+            module.artifacts(run_dir, data)
+        if not evaluating:
+            save_adapter(run_dir / "adapter", model, target_sets=settings.model["target_sets"],
+                         extra={"model": cfg.model.name, "task": cfg.task.name, "seed": settings.seed,
+                                "weights": "best validation round" if best_path else "final"})
+        record["time"]["total_s"] = stats.times()["total_s"]
         write_json_atomic(run_dir / RESULTS_NAME, record)
         for logger in loggers:
             if logger.__class__.__name__ == "WandbLogger":
@@ -195,32 +283,35 @@ def train(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
     return record
 
 
-def _has_test(data: Any) -> bool:
-    return type(data).test_dataloader is not L.LightningDataModule.test_dataloader
+def _test(trainer: L.Trainer, module: L.LightningModule, data: Any, ckpt_path: str | None) -> dict[str, float]:
+    if type(data).test_dataloader is L.LightningDataModule.test_dataloader:  # the task has no test split
+        return {}
+    out = trainer.test(module, datamodule=data, ckpt_path=ckpt_path, verbose=False)
+    return {k: float(v) for k, v in (out[0] if out else {}).items()}
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, stats: RunStats) -> tuple[L.Trainer, list[Any]]:
+def build_loggers(settings: RunSettings, run_dir: Path) -> list[Any]:
+    """The loggers of ``cfg.logger`` (each a ``_target_``), given the run dir and a stable id."""
+    cfg = settings.cfg
+    run_id = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]  # the same wandb run after a requeue
+    loggers = [build(node, f"logger.{name}", {"save_dir": str(run_dir), "id": run_id})
+               for name, node in (cfg.logger or {}).items() if node]
+    for logger in loggers:
+        if logger.__class__.__name__ == "WandbLogger":
+            logger.experiment.config.update(plain(cfg), allow_val_change=True)
+    return loggers
+
+
+def build_trainer(settings: RunSettings, run_dir: Path, callbacks: list[Any]) -> tuple[L.Trainer, list[Any], ModelCheckpoint]:
+    cfg = settings.cfg
     t = plain(cfg.trainer)
-    # logs/version_N/metrics.csv: one version per attempt, so a resumed run keeps the earlier logs
-    loggers: list[Any] = [CSVLogger(save_dir=str(run_dir), name="logs")]
-    wandb_cfg = cfg.logger.get("wandb")
-    if wandb_cfg:
-        from lightning.pytorch.loggers import WandbLogger
-
-        w = plain(wandb_cfg)
-        run_id = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]  # same run after a requeue
-        loggers.append(WandbLogger(
-            project=w["project"], entity=w.get("entity"), name=w.get("name"), group=w.get("group"),
-            tags=list(w.get("tags") or []), mode=w.get("mode", "offline"), save_dir=str(run_dir),
-            id=run_id, resume="allow", config=plain(cfg),
-        ))
-    checkpoint = ModelCheckpoint(
-        dirpath=str(run_dir / "checkpoints"),
-        save_last=True,  # Lightning writes last.ckpt only alongside a top-k save: keep the latest one
-        save_top_k=1,
-        every_n_epochs=1,
-        every_n_train_steps=t.pop("checkpoint_every_n_train_steps", None),
-    )
+    t.pop("checkpoint_every_n_train_steps", None)  # LastCheckpoint's
+    loggers = build_loggers(settings, run_dir)
+    checkpoints = run_dir / "checkpoints"
+    metric = settings.task.metric
+    best = ModelCheckpoint(dirpath=str(checkpoints), filename="best", monitor=metric.val_key, mode=metric.direction,
+                           save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False)
+    extra = [build(node, f"callbacks.{name}", {}) for name, node in (cfg.get("callbacks") or {}).items() if node]
     plugins = []
     if SLURMEnvironment.detect():
         # submitit's signal + requeue is the one mechanism; Lightning's would requeue a second time
@@ -229,12 +320,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path, stats: RunStats) -> tuple[L.Tr
         **t,
         plugins=plugins or None,
         default_root_dir=str(run_dir),
-        logger=loggers,
-        callbacks=[checkpoint, stats],
+        logger=loggers or False,
+        callbacks=[best, *callbacks, RunIdentity(fingerprint(cfg)), *extra],
         deterministic=bool(cfg.deterministic) or None,
         enable_model_summary=False,
     )
-    return trainer, loggers
+    return trainer, loggers, best
 
 
 def _finish_wandb(loggers: list[Any]) -> None:
@@ -247,10 +338,12 @@ def _finish_wandb(loggers: list[Any]) -> None:
 def print_summary(record: dict[str, Any]) -> None:
     m, t, p, mem = record["metric"], record["time"], record["params"], record["memory"]
     value = m["test"] if m["test"] is not None else m["best_val"]
-    where = "test" if m["test"] is not None else "best val"
+    where = "test, best validation round" if m["test"] is not None else "best val"
+    best_at = f" (epoch {m['best_epoch']}, {t['time_to_best_s']:.1f} s)" if m.get("best_epoch") is not None else ""
+    final = f"   final weights: {m['test_final']:.4g}" if m.get("test_final") is not None else ""
     lines = [
         f"{record['task']} | {record['model']} | {record['method']} | seed {record['seed']}",
-        f"  {m['name']} ({where}): {value:.4g}   best val: {m['best_val']:.4g}",
+        f"  {m['name']} ({where}): {_fmt(value)}   best val: {_fmt(m['best_val'])}{best_at}{final}",
         f"  time: train {t['train_s']:.1f} s + val {t['val_s']:.1f} s  (whole run {t['total_s']:.1f} s)",
         f"  peak memory ({mem['device']}, {mem['kind']}): {mem['peak_bytes'] / 2**20:.0f} MiB",
         f"  trainable parameters: {p['adapter_params']:,} adapter + {p['head_params']:,} head "
@@ -258,6 +351,10 @@ def print_summary(record: dict[str, Any]) -> None:
         f"  results: {record['run_dir']}/{RESULTS_NAME}",
     ]
     print("\n".join(lines), flush=True)
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
 
 
 def git_commit() -> str | None:
@@ -283,3 +380,5 @@ def versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return out
+
+

@@ -12,15 +12,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import AdditiveAdapter, AdapterConfigError, register
+from .base import AdditiveAdapter, AdapterConfigError, linear_features, register
 
 
-def check_rank(kind: str, r: int, layer: nn.Linear) -> int:
+def check_rank(kind: str, r: int, layer: nn.Module, *, name: str = "") -> int:
+    """``r`` as an int if ``1 <= r <= min(in, out)`` for ``layer``, else ``AdapterConfigError``."""
     r = int(r)
-    if r < 1 or r > min(layer.in_features, layer.out_features):
+    k, d = linear_features(layer)
+    if r < 1 or r > min(k, d):
+        where = f" ({name})" if name else ""
         raise AdapterConfigError(
-            f"{kind} rank r={r} does not fit a {layer.in_features}->{layer.out_features} linear layer "
-            f"(need 1 <= r <= {min(layer.in_features, layer.out_features)})"
+            f"{kind} rank r={r} does not fit a {k}->{d} linear layer{where} (need 1 <= r <= {min(k, d)})"
         )
     return r
 
@@ -31,7 +33,7 @@ class LoRALinear(AdditiveAdapter):
 
     adapter_tensor_names = ("lora_A", "lora_B")
 
-    def __init__(self, base_layer: nn.Linear, *, r: int = 1, alpha: float = 1.0, dropout: float = 0.0, **kwargs):
+    def __init__(self, base_layer: nn.Module, *, r: int = 1, alpha: float = 1.0, dropout: float = 0.0, **kwargs):
         super().__init__(base_layer, **kwargs)
         self.r = check_rank("lora", r, base_layer)
         self.scaling = float(alpha) / self.r
@@ -39,6 +41,11 @@ class LoRALinear(AdditiveAdapter):
         self.lora_A = nn.Parameter(torch.empty(self.r, self.in_features, **self._factory()))
         self.lora_B = nn.Parameter(self._zeros(self.out_features, self.r))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+
+    @classmethod
+    def check_layer(cls, name: str, layer: nn.Module, **options) -> None:
+        super().check_layer(name, layer, **options)
+        check_rank(cls.kind, options.get("r", 1), layer, name=name)
 
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base_layer(x)

@@ -19,18 +19,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import AdditiveAdapter, AdapterConfigError, register
+from .base import AdditiveAdapter, AdapterConfigError, linear_features, register
 
 SIZE_RULES = ("paper", "mora")
 
 
 def mora_size(in_features: int, out_features: int, *, r: int, size_rule: str, mora_type: int) -> int:
+    check_size_rule(size_rule)
     if size_rule == "paper":
         rhat = int(math.sqrt(out_features) + 0.5)
-    elif size_rule == "mora":
-        rhat = int(math.sqrt((in_features + out_features) * r) + 0.5)
     else:
-        raise AdapterConfigError(f"mora size_rule must be one of {SIZE_RULES}, got {size_rule!r}")
+        rhat = int(math.sqrt((in_features + out_features) * r) + 0.5)
     if mora_type == 6:
         rhat = rhat // 2 * 2
     if rhat < (2 if mora_type == 6 else 1) or rhat > min(in_features, out_features):
@@ -40,11 +39,31 @@ def mora_size(in_features: int, out_features: int, *, r: int, size_rule: str, mo
     return rhat
 
 
+def check_size_rule(size_rule) -> None:
+    if size_rule not in SIZE_RULES:
+        raise AdapterConfigError(f"mora size_rule must be one of {SIZE_RULES}, got {size_rule!r}")
+
+
 class MoRALinear(AdditiveAdapter):
     adapter_tensor_names = ("mora_M",)
     mora_type = 1
 
-    def __init__(self, base_layer: nn.Linear, *, r: int = 1, size_rule: str = "paper", **kwargs):
+    @classmethod
+    def check_options(cls, **options) -> None:
+        super().check_options(**options)
+        if "size_rule" in options:
+            check_size_rule(options["size_rule"])
+
+    @classmethod
+    def check_layer(cls, name: str, layer: nn.Module, **options) -> None:
+        super().check_layer(name, layer, **options)
+        k, d = linear_features(layer)
+        try:
+            mora_size(k, d, r=int(options.get("r", 1)), size_rule=options.get("size_rule", "paper"), mora_type=cls.mora_type)
+        except AdapterConfigError as err:
+            raise AdapterConfigError(f"{name}: {err}") from None
+
+    def __init__(self, base_layer: nn.Module, *, r: int = 1, size_rule: str = "paper", **kwargs):
         super().__init__(base_layer, **kwargs)
         self.rhat = mora_size(
             self.in_features, self.out_features, r=int(r), size_rule=size_rule, mora_type=self.mora_type
@@ -94,13 +113,28 @@ class MoRARoPELinear(MoRALinear):
 
     mora_type = 6
 
-    def __init__(self, base_layer: nn.Linear, **kwargs):
+    def __init__(self, base_layer: nn.Module, **kwargs):
         super().__init__(base_layer, **kwargs)
-        inv_freq = 1.0 / (10000 ** (torch.arange(0, self.rhat, 2).float() / self.rhat))
-        freqs = torch.outer(torch.arange(self.n_chunks).float(), inv_freq)
+        cos, sin = self._rope_tables(self.base_layer.weight.device)
+        self.register_buffer("rope_cos", cos.to(**self._factory()), persistent=False)
+        self.register_buffer("rope_sin", sin.to(**self._factory()), persistent=False)
+
+    def _rope_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of the RoPE angles (chunk index x frequency), in float32."""
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, self.rhat, 2, device=device).float() / self.rhat))
+        freqs = torch.outer(torch.arange(self.n_chunks, device=device).float(), inv_freq)
         angles = torch.cat([freqs, freqs], dim=-1)
-        self.register_buffer("rope_cos", angles.cos().to(**self._factory()), persistent=False)
-        self.register_buffer("rope_sin", angles.sin().to(**self._factory()), persistent=False)
+        return angles.cos(), angles.sin()
+
+    def _apply(self, fn, recurse: bool = True):
+        """The RoPE tables are fixed and not in the state_dict (non-persistent): rebuild them after
+        every move, cast or materialisation (``to_empty`` from the meta device leaves garbage)."""
+        super()._apply(fn, recurse)
+        with torch.no_grad():
+            cos, sin = self._rope_tables(self.rope_cos.device)
+            self.rope_cos.copy_(cos)
+            self.rope_sin.copy_(sin)
+        return self
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
         chunks = self._padded_chunks(x)

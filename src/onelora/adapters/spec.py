@@ -32,6 +32,9 @@ class MethodSpec:
     targets: str = "linear"
     #: target set for gamma if it differs (LLaMA's DiffFit also scales lm_head); None = ``targets``
     gamma_targets: str | None = None
+    #: name of the model's module set whose modules train in full (``head``'s "probe": the depth
+    #: head's last layers, a causal LM's lm_head; empty for classifiers, whose head always trains)
+    modules: str | None = None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "MethodSpec":
@@ -44,6 +47,9 @@ class MethodSpec:
         return spec
 
     def validate(self) -> None:
+        """Check the method without a model: the kind exists, its options are ones it takes and
+        their values are in range (rank >= 1, dropout in [0, 1), impl / size_rule among the
+        allowed ones, ...). What depends on a layer's shape is checked by ``inject``."""
         if self.linear is not None and self.linear not in ADAPTER_KINDS:
             raise AdapterConfigError(
                 f"method '{self.name}': unknown linear adapter '{self.linear}'; "
@@ -51,6 +57,12 @@ class MethodSpec:
             )
         if self.full and (self.linear or self.bias or self.gamma):
             raise AdapterConfigError(f"method '{self.name}': full fine-tuning does not combine with adapters")
+        if not isinstance(self.options, Mapping):
+            raise AdapterConfigError(f"method '{self.name}': options must be a mapping, got {self.options!r}")
+        try:
+            ADAPTER_KINDS[self.linear or "none"].check_options(**self.options)
+        except AdapterConfigError as err:
+            raise AdapterConfigError(f"method '{self.name}': {err}") from None
 
     @property
     def wraps_linears(self) -> bool:
@@ -61,6 +73,7 @@ class MethodSpec:
         """The method's ingredients, e.g. ['onelora', 'bias', 'norms'] (recorded with results)."""
         out = [self.linear] if self.linear else []
         out += [p for p in ("bias", "gamma", "norms", "full") if getattr(self, p)]
+        out += [f"modules:{self.modules}"] if self.modules else []
         return out or ["head"]
 
     def to_dict(self) -> dict[str, Any]:

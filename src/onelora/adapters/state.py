@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..files import apply_umask
 from .base import AdapterConfigError
 from .inject import AdapterReport, adapted_layers, count_parameters, inject, trainable_state
 from .spec import MethodSpec
@@ -40,10 +41,12 @@ def save_adapter(
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in trainable_state(model).items()}
     save_file(tensors, str(directory / WEIGHTS_NAME))
+    apply_umask(directory / WEIGHTS_NAME)
     config = {
         "method": spec.to_dict(),
         "target_sets": _plain(target_sets) if target_sets is not None else None,
         "head": list(getattr(model, "onelora_head", [])),
+        "module_sets": _plain(getattr(model, "onelora_module_sets", {})),
         "tensors": len(tensors),
         **dict(extra or {}),
     }
@@ -58,15 +61,24 @@ def load_adapter(directory: str | Path, model: nn.Module, *, strict: bool = True
     for path in (config_path, weights_path):
         if not path.is_file():
             raise FileNotFoundError(f"adapter file {path} not found (written by save_adapter / a run's checkpoint)")
-    config = json.loads(config_path.read_text())
-    saved = MethodSpec.from_config(config["method"])
+    try:
+        config = json.loads(config_path.read_text())
+        saved = MethodSpec.from_config(config["method"])
+    except (ValueError, KeyError, TypeError) as err:  # truncated or hand-edited
+        raise AdapterConfigError(f"adapter file {config_path} is damaged ({type(err).__name__}: {err}); "
+                                 "write it again with save_adapter (a run writes it at its end)") from None
+    try:  # read before the model is touched: a damaged file leaves it as it was
+        tensors = load_file(str(weights_path))
+    except Exception as err:  # safetensors' own error names no file
+        raise AdapterConfigError(f"adapter file {weights_path} is damaged ({type(err).__name__}: {err}); "
+                                 "write it again with save_adapter (a run writes it at its end)") from None
     current: MethodSpec | None = getattr(model, "onelora_method", None)
     _refuse_merged(model, "load_adapter")
     if current is None:
-        inject(model, saved, target_sets=config.get("target_sets") or None, head=config.get("head") or [])
+        inject(model, saved, target_sets=config.get("target_sets") or None, head=config.get("head") or [],
+               module_sets=config.get("module_sets") or {})
     elif current.to_dict() != saved.to_dict():
         raise AdapterConfigError(f"model is adapted with '{current.name}', the checkpoint holds '{saved.name}'")
-    tensors = load_file(str(weights_path))
     own = trainable_state(model)
     missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
     if strict and (missing or unexpected):

@@ -3,7 +3,9 @@
 A model config names its target sets (``linear``: every linear but the task head; ``qkv``:
 attention q, k, v only; ...). Patterns are regular expressions matched against the whole
 module name (as peft's ``target_modules`` regex); the word ``all-linear`` stands for every
-``nn.Linear``. Head modules are never targets.
+``nn.Linear`` and transformers ``Conv1D`` (GPT-2), as in peft. Head modules are never targets.
+A linear layer whose parent never calls it (``nn.MultiheadAttention``'s ``out_proj``) is skipped
+by ``all-linear`` with the reason, and is an error when a pattern names it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Iterable, Mapping
 
 from torch import nn
 
-from .base import AdapterConfigError
+from .base import AdapterConfigError, is_linear
 
 ALL_LINEAR = "all-linear"
 
@@ -41,35 +43,62 @@ def matches(name: str, patterns: Iterable[str]) -> bool:
     return any(re.fullmatch(p, name) for p in patterns)
 
 
-def select_linears(
+def unadaptable_reason(name: str, module: nn.Module, parents: Mapping[str, nn.Module]) -> str | None:
+    """Why a linear layer cannot be wrapped (its parent reads its weight directly), or None."""
+    parent_name, _, child = name.rpartition(".")
+    parent = parents.get(parent_name)
+    if isinstance(parent, nn.MultiheadAttention) and child == "out_proj":
+        return (
+            "nn.MultiheadAttention passes out_proj.weight to F.multi_head_attention_forward and never calls "
+            "out_proj, so an adapter there would be ignored"
+        )
+    return None
+
+
+def select_targets(
     model: nn.Module, rule: TargetRule, head: Iterable[str] = (), *, set_name: str = "targets"
-) -> list[tuple[str, nn.Linear]]:
-    """The (name, module) pairs a rule selects, in model order; errors on non-linear or empty."""
+) -> tuple[list[tuple[str, nn.Module]], dict[str, str]]:
+    """The (name, module) pairs a rule selects, in model order, and the linear layers ``all-linear``
+    would select but that cannot be adapted ({name: reason}). Errors on an explicit pattern that
+    matches a layer that cannot be adapted, and on an empty selection."""
     head = list(head)
     explicit = [p for p in rule.include if p != ALL_LINEAR]
-    chosen, wrong_type = [], []
-    for name, module in model.named_modules():
+    modules = dict(model.named_modules())
+    chosen: list[tuple[str, nn.Module]] = []
+    skipped: dict[str, str] = {}
+    wrong_type: list[str] = []
+    for name, module in modules.items():
         if not name or matches(name, rule.exclude) or is_under(name, head):
             continue
-        if ALL_LINEAR in rule.include and isinstance(module, nn.Linear):
+        named = bool(explicit) and matches(name, explicit)
+        if not (named or (ALL_LINEAR in rule.include and is_linear(module))):
+            continue
+        reason = unadaptable_reason(name, module, modules) if is_linear(module) else "not a linear layer"
+        if reason is None:
             chosen.append((name, module))
-        elif explicit and matches(name, explicit):
-            if isinstance(module, nn.Linear):
-                chosen.append((name, module))
-            else:
-                wrong_type.append(f"{name} ({type(module).__name__})")
+        elif named:
+            wrong_type.append(f"{name} ({type(module).__name__}{'' if reason == 'not a linear layer' else ': ' + reason})")
+        else:
+            skipped[name] = reason
     if wrong_type:
         raise AdapterConfigError(
-            f"target set '{set_name}' matches layers that are not nn.Linear and cannot be adapted: "
-            + ", ".join(wrong_type[:5])
+            f"target set '{set_name}' matches layers that are not nn.Linear (or transformers' Conv1D) and cannot "
+            "be adapted: " + ", ".join(wrong_type[:5])
         )
     if not chosen:
-        linear_names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][:6]
+        linear_names = [n for n, m in modules.items() if is_linear(m)][:6]
         raise AdapterConfigError(
             f"target set '{set_name}' (include={rule.include}, exclude={rule.exclude}) selects no linear layer "
             f"of {type(model).__name__}; its linear layers are named like {linear_names}"
         )
-    return chosen
+    return chosen, skipped
+
+
+def select_linears(
+    model: nn.Module, rule: TargetRule, head: Iterable[str] = (), *, set_name: str = "targets"
+) -> list[tuple[str, nn.Module]]:
+    """The (name, module) pairs a rule selects (``select_targets`` without the skipped layers)."""
+    return select_targets(model, rule, head, set_name=set_name)[0]
 
 
 def is_under(name: str, prefixes: Iterable[str]) -> bool:

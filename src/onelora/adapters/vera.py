@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import AdditiveAdapter, register
+from .base import AdditiveAdapter, linear_features, register
 from .lora import check_rank
 
 
@@ -30,10 +30,11 @@ def kaiming_uniform(shape: tuple[int, int], generator: torch.Generator) -> torch
 @register("vera")
 class VeRALinear(AdditiveAdapter):
     adapter_tensor_names = ("vera_lambda_b", "vera_lambda_d", "vera_A", "vera_B")
+    internal_options = ("shared_A", "shared_B")
 
     def __init__(
         self,
-        base_layer: nn.Linear,
+        base_layer: nn.Module,
         *,
         r: int = 1,
         d_initial: float = 0.1,
@@ -55,13 +56,18 @@ class VeRALinear(AdditiveAdapter):
         self.vera_lambda_d = nn.Parameter(torch.full((self.r,), float(d_initial), **self._factory()))
 
     @classmethod
+    def check_layer(cls, name: str, layer: nn.Module, **options) -> None:
+        super().check_layer(name, layer, **options)
+        check_rank("vera", options.get("r", 1), layer, name=name)
+
+    @classmethod
     def shared_kwargs(cls, layers, options):
         r = int(options.get("r", 1))
         for layer in layers:  # before drawing: r < 1 would divide by zero in the init
             check_rank("vera", r, layer)
         generator = torch.Generator(device="cpu").manual_seed(int(options.get("seed", 0)))
-        max_in = max(layer.in_features for layer in layers)
-        max_out = max(layer.out_features for layer in layers)
+        max_in = max(linear_features(layer)[0] for layer in layers)
+        max_out = max(linear_features(layer)[1] for layer in layers)
         shared_A = kaiming_uniform((r, max_in), generator)
         shared_B = kaiming_uniform((max_out, r), generator)
         return {"shared_A": shared_A, "shared_B": shared_B}

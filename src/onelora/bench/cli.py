@@ -1,13 +1,18 @@
 """``python -m onelora.bench``: every method side by side with peft, in time and memory.
 
 Profiles:
-- default (``make bench``): sized for a 2-core CPU, about 5 minutes: ViT-B/16 at batch 2 and a
-  4-block LLaMA-style stack (width 512, sequence 512) at batch 1 with every method; scaling over
-  batch sizes (ViT-B, batch 1 / 2 / 4) and widths (ViT-Ti / S / B at batch 2) for the main methods;
-  merged inference on ViT-B.
+- default (``make bench``): sized for a 2-core CPU, about 6 minutes: ViT-B/16 at batch 2 and a
+  4-block LLaMA-style stack (width 512, sequence 512) at batch 1 with every method; the same two
+  under bf16 autocast (mixed precision: CPU autocast here, CUDA autocast on a GPU) with BitFit,
+  1LoRA, LoRA, DoRA and peft's LoRA / DoRA; scaling over batch sizes (ViT-B, batch 1 / 2 / 4) and
+  widths (ViT-Ti / S / B at batch 2) for the main methods; merged inference on ViT-B.
 - ``--paper-sizes``: the paper's shapes and more steps, for a GPU: ViT-B/16 at batch 32, two blocks of
-  LLaMA-2 7B's shapes at batch 4, scaling over batch 8..64 and the three ViT widths at batch 32.
+  LLaMA-2 7B's shapes at batch 4 (both also under autocast), scaling over batch 8..64 and the three
+  ViT widths at batch 32.
 - ``--quick``: tiny models and one round, for tests (seconds).
+
+``--groups`` runs a part of a profile, e.g. ``--groups autocast --models vit`` measures only the
+mixed-precision runs of ViT-B.
 """
 
 from __future__ import annotations
@@ -28,10 +33,15 @@ from .models import SHAPES
 
 #: the methods the scaling runs cover (every method runs in the main groups)
 SCALING_METHODS = ["frozen", "bitfit", "onelora", "lora", "dora", "full"]
+#: the methods the mixed-precision (autocast) runs cover
+AUTOCAST_METHODS = ["frozen", "bitfit", "onelora", "lora", "dora", "peft_lora", "peft_dora"]
+#: the parts of a profile, in the order they run
+GROUPS = ("main", "autocast", "scale_batch", "scale_width", "merged")
 
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {
         "main": {"vit": ("vit_base", 2), "llama": ("llama_cpu", 1)},
+        "autocast": {"vit": ("vit_base", 2), "llama": ("llama_cpu", 1)},
         "scale_batch": ("vit_base", [1, 4]),  # batch 2 comes from the main run
         "scale_width": (["vit_tiny", "vit_small"], 2),  # ViT-B at batch 2 comes from the main run
         "merged": ("vit_base", 1),
@@ -43,6 +53,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "paper": {
         "main": {"vit": ("vit_base", 32), "llama": ("llama7b_layers", 4)},
+        "autocast": {"vit": ("vit_base", 32), "llama": ("llama7b_layers", 4)},
         "scale_batch": ("vit_base", [8, 16, 64]),
         "scale_width": (["vit_tiny", "vit_small"], 32),
         "merged": ("vit_base", 32),
@@ -54,6 +65,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     "quick": {
         "main": {"vit": ("vit_micro", 2), "llama": ("llama_micro", 2)},
+        "autocast": {"vit": ("vit_micro", 2)},
         "scale_batch": ("vit_micro", [1]),
         "scale_width": ([], 2),
         "merged": ("vit_micro", 2),
@@ -77,8 +89,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=None, help="batch size of the main runs (overrides the profile)")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per method in the main runs")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps per method before the measured step")
+    p.add_argument("--groups", default=",".join(GROUPS), help=f"the parts of the profile to run, comma-separated: {', '.join(GROUPS)}")
     p.add_argument("--no-scaling", action="store_true", help="skip the batch and width scaling runs")
     p.add_argument("--no-merged", action="store_true", help="skip the merged-inference run")
+    p.add_argument("--no-autocast", action="store_true", help="skip the mixed-precision (autocast) runs")
+    p.add_argument("--autocast-dtype", default="bfloat16", choices=["bfloat16", "float16"],
+                   help="the autocast dtype of the mixed-precision runs")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all CPUs)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda if available)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -129,6 +145,18 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         memory.configure_cpu_allocator()
     selected = methods.select([k.strip() for k in args.methods.split(",") if k.strip()])
     families = [f.strip() for f in args.models.split(",") if f.strip()]
+    groups = {g.strip() for g in args.groups.split(",") if g.strip()}
+    if groups - set(GROUPS):
+        raise SystemExit(f"unknown group(s) {sorted(groups - set(GROUPS))}; choose from {', '.join(GROUPS)}")
+    groups -= {"scale_batch", "scale_width"} if args.no_scaling else set()
+    groups -= {"merged"} if args.no_merged else set()
+    groups -= {"autocast"} if args.no_autocast else set()
+    autocast = getattr(torch, args.autocast_dtype)
+    if "autocast" in groups and dtype != torch.float32:
+        log_skip = f"the model runs in {args.dtype} already"
+        groups.discard("autocast")
+    else:
+        log_skip = ""
     warmup = prof["warmup"] if args.warmup is None else args.warmup
     rounds = prof["rounds"] if args.rounds is None else args.rounds
     budget = args.budget_s if args.budget_s is not None else prof["budget_s"]
@@ -139,21 +167,30 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     for family in families:
         if family not in prof["main"]:
             raise SystemExit(f"unknown model family {family!r}; choose from {sorted(prof['main'])}")
-        name, batch = prof["main"][family]
-        plan.append(("main", name, args.batch or batch, selected, rounds, 4.0 if family == "vit" else 1.0))
+    if "main" in groups:
+        for family in families:
+            name, batch = prof["main"][family]
+            plan.append(("main", name, args.batch or batch, selected, rounds, 4.0 if family == "vit" else 1.0))
+    autocast_methods = [m for m in selected if m.key in AUTOCAST_METHODS]
+    if "autocast" in groups:
+        for family in [f for f in families if f in prof["autocast"]]:
+            name, batch = prof["autocast"][family]
+            plan.append(("autocast", name, args.batch or batch, autocast_methods, rounds, 1.6 if family == "vit" else 0.4))
     scale_methods = [m for m in selected if m.key in SCALING_METHODS]
-    if not args.no_scaling and "vit" in families:
+    if "vit" in families:
         name, batches = prof["scale_batch"]
-        for b in batches:
+        for b in batches if "scale_batch" in groups else []:
             plan.append(("scale_batch", name, b, scale_methods, prof["scaling_rounds"], 0.4 * b / max(prof["main"]["vit"][1], 1)))
         names, b = prof["scale_width"]
-        for n in names:
+        for n in names if "scale_width" in groups else []:
             plan.append(("scale_width", n, b, scale_methods, prof["scaling_rounds"], 0.05 if "tiny" in n else 0.15))
-    if not args.no_merged:
+    if "merged" in groups:
         plan.append(("merged", prof["merged"][0], prof["merged"][1], [], prof["merged_rounds"], 0.4))
 
     log(f"onelora.bench: profile {profile_name}, device {device}, {torch.get_num_threads()} threads, dtype {args.dtype}, "
-        f"{len(selected)} methods, budget {budget} s")
+        f"{len(selected)} methods, groups {', '.join(g for g in GROUPS if g in groups)}, budget {budget} s")
+    if log_skip:
+        log(f"skipping the autocast runs: {log_skip}")
     records: list[dict[str, Any]] = []
     merged: list[dict[str, Any]] = []
     skipped: list[str] = []
@@ -162,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         share = None
         if budget is not None:
             left = budget - elapsed
-            if left < 0.1 * budget and group != "main":
+            if left < 0.1 * budget and group not in ("main", "autocast"):
                 skipped.append(f"{group} {name} batch {batch}")
                 log(f"[{elapsed:.0f} s] skipping {group} {name} batch {batch}: out of the time budget")
                 continue
@@ -175,20 +212,21 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
             )
             continue
         recs = core.run_group(
-            SHAPES[name], batch, ms, device=device, dtype=dtype, warmup=warmup, rounds=r, budget_s=share, log=log
+            SHAPES[name], batch, ms, device=device, dtype=dtype, warmup=warmup, rounds=r, budget_s=share,
+            autocast=autocast if group == "autocast" else None, log=log,
         )
         for rec in recs:
             rec["group"] = group
             rec["threads"] = torch.get_num_threads()
         records.extend(recs)
     # the main ViT run is also the middle point of both scaling curves
-    if not args.no_scaling:
+    if "main" in groups and groups & {"scale_batch", "scale_width"}:
         prefix = [r for r in records if r["group"] in ("scale_batch", "scale_width")]
         for rec in [r for r in records if r["group"] == "main" and r["family"] == "vit" and r["key"] in SCALING_METHODS]:
-            if prefix:
+            if prefix and "scale_batch" in groups:
                 records.append({**rec, "group": "scale_batch"})
-                if rec["batch"] == prof["scale_width"][1]:
-                    records.append({**rec, "group": "scale_width"})
+            if prefix and "scale_width" in groups and rec["batch"] == prof["scale_width"][1]:
+                records.append({**rec, "group": "scale_width"})
 
     info = machine_info(device)
     info["load_start"] = load_start
@@ -197,6 +235,8 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         "command": "python -m onelora.bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "profile": profile_name,
         "dtype": args.dtype,
+        "autocast_dtype": args.autocast_dtype if "autocast" in groups else None,
+        "groups": [g for g in GROUPS if g in groups],
         "machine": info,
         "duration_s": time.perf_counter() - start,
         "peak_method": "cuda_max_allocated" if device.type == "cuda" else "cpu_process_peak_rss",
@@ -205,10 +245,12 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     }
     paths = report.write(records, merged, meta, Path(args.out))
     log(f"[{meta['duration_s']:.0f} s] wrote " + ", ".join(str(p) for p in paths.values()))
-    for group in report.groups_of(records, "main"):
-        for t in report.check_targets(group):
-            verdict = ("met" if t["met"] else "NOT met") if t["applies"] else ("(informative)")
-            log(f"  {group[0]['model']}: {t['target']}: {t['value']:.3f} {t['op']} {t['limit']}: {verdict}")
+    for kind in ("main", "autocast"):
+        for group in report.groups_of(records, kind):
+            where = group[0]["model"] + (f" ({group[0]['autocast']} autocast)" if kind == "autocast" else "")
+            for t in report.check_targets(group):
+                verdict = ("met" if t["met"] else "NOT met") if t["applies"] else ("(informative)")
+                log(f"  {where}: {t['target']}: {t['value']:.3f} {t['op']} {t['limit']}: {verdict}")
     return paths
 
 

@@ -89,23 +89,45 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer, params: list[nn.Param
     optimizer.zero_grad(set_to_none=True)
 
 
-def make_step(shape: ModelShape, entry: Entry, data: dict[str, torch.Tensor]) -> Callable[[], None]:
+def autocast_context(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` on ``device`` in ``dtype`` around the forward pass, or nothing."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def make_step(
+    shape: ModelShape,
+    entry: Entry,
+    data: dict[str, torch.Tensor],
+    *,
+    device: torch.device,
+    autocast: torch.dtype | None = None,
+) -> Callable[[], None]:
+    """One training step; with ``autocast``, the forward and the loss run under ``torch.autocast``
+    (what Lightning's ``bf16-mixed`` does), backward and the optimizer step outside it."""
+
     def step() -> None:
         entry.optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(shape, entry.model, data)
+        with autocast_context(device, autocast):
+            loss = loss_fn(shape, entry.model, data)
         loss.backward()
         entry.optimizer.step()
 
     return step
 
 
-def measured_step(shape: ModelShape, entry: Entry, data: dict[str, torch.Tensor], device: torch.device) -> dict[str, Any]:
+def measured_step(
+    shape: ModelShape,
+    entry: Entry,
+    data: dict[str, torch.Tensor],
+    device: torch.device,
+    autocast: torch.dtype | None = None,
+) -> dict[str, Any]:
     """One training step under the saved-tensor counter and the peak tracker."""
     entry.optimizer.zero_grad(set_to_none=True)
     release_memory(collect=False)
     exclude = memory.model_storage_keys(entry.model)
     with memory.peak_tracker(device) as peak:
-        with memory.SavedTensorCounter(exclude) as counter:
+        with memory.SavedTensorCounter(exclude) as counter, autocast_context(device, autocast):
             loss = loss_fn(shape, entry.model, data)
         saved = counter.stats()
         loss.backward()
@@ -140,13 +162,15 @@ def run_group(
     warmup: int,
     rounds: int,
     budget_s: float | None = None,
+    autocast: torch.dtype | None = None,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Records (one per method) for one model shape at one batch size."""
+    """Records (one per method) for one model shape at one batch size (forward under
+    ``torch.autocast`` in ``autocast`` if given, the model staying in ``dtype``)."""
     t0 = time.perf_counter()
     base, entries = prepare(shape, methods, device=device, dtype=dtype)
     data = make_batch(shape, batch, device=device, dtype=dtype)
-    steps = [make_step(shape, e, data) for e in entries]
+    steps = [make_step(shape, e, data, device=device, autocast=autocast) for e in entries]
     measured: list[dict[str, Any]] = []
     steps[0]()  # the process's first step pages in code and library state that no method should pay for
     for entry, step in zip(entries, steps):
@@ -154,7 +178,7 @@ def run_group(
         for _ in range(warmup):
             step()
         t2 = time.perf_counter()
-        measured.append(measured_step(shape, entry, data, device))
+        measured.append(measured_step(shape, entry, data, device, autocast))
         log(f"    {entry.method.key}: warm-up {t2 - t1:.1f} s, measured step {time.perf_counter() - t2:.1f} s")
     setup_s = time.perf_counter() - t0
     left = None if budget_s is None else max(budget_s - setup_s, 0.0)
@@ -173,6 +197,7 @@ def run_group(
                 "batch": batch,
                 "tokens_per_sample": tokens_per_sample(shape),
                 "dtype": str(dtype).removeprefix("torch."),
+                "autocast": None if autocast is None else str(autocast).removeprefix("torch."),
                 "device": device.type,
                 "warmup_steps": warmup,
                 "rounds": len(ts),

@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 
 from ..adapters import MethodSpec, inject
+from ..methods import method_config
 from .models import ModelShape, target_names
 
 PEFT_METHODS = ("lora", "vera", "dora")
@@ -30,25 +31,30 @@ class BenchMethod:
         return self.method if self.impl == "onelora" else f"peft_{self.method}"
 
 
-def _ours(method: str, label: str, **spec: Any) -> BenchMethod:
-    return BenchMethod(method, "onelora", label, {"name": method, **spec})
+def _ours(method: str, label: str, config: str, **options: Any) -> BenchMethod:
+    """A method of conf/method/<config>.yaml (with extra ``options`` for a variant)."""
+    spec = dict(method_config(config))
+    spec.update(name=method, options={**(spec.get("options") or {}), **options})
+    spec.pop("lr", None)
+    spec.pop("modules", None)  # the bench's models train their head with every method
+    return BenchMethod(method, "onelora", label, spec)
 
 
-#: in the order they run (and are tabulated)
+#: in the order they run (and are tabulated); the specs are the shipped method configs
 OURS = [
-    _ours("frozen", "frozen base (head only)"),
-    _ours("bitfit", "BitFit", bias=True),
-    _ours("onelora", "1LoRA (fused)", linear="onelora", options={"impl": "fused"}),
-    _ours("onelora_listing", "1LoRA (paper's listing)", linear="onelora", options={"impl": "autograd"}),
-    _ours("lora", "LoRA r=1", linear="lora", options={"r": 1, "alpha": 1.0}),
-    _ours("vera", "VeRA r=1", linear="vera", options={"r": 1, "d_initial": 0.1, "seed": 0}),
-    _ours("dora", "DoRA r=1", linear="dora", options={"r": 1, "alpha": 1.0}),
-    _ours("dora_keep_output", "DoRA r=1 (keep_output)", linear="dora", options={"r": 1, "alpha": 1.0, "keep_output": True}),
-    _ours("mora1", "MoRA type 1", linear="mora1", options={"r": 1, "size_rule": "paper"}),
-    _ours("mora6", "MoRA type 6", linear="mora6", options={"r": 1, "size_rule": "paper"}),
-    _ours("difffit", "DiffFit", bias=True, gamma=True, norms=True),
-    _ours("norms", "norms", norms=True),
-    _ours("full", "full", full=True),
+    _ours("frozen", "frozen base (head only)", "head"),
+    _ours("bitfit", "BitFit", "bitfit"),
+    _ours("onelora", "1LoRA (fused)", "onelora", impl="fused"),
+    _ours("onelora_listing", "1LoRA (paper's listing)", "onelora", impl="autograd"),
+    _ours("lora", "LoRA r=1", "lora"),
+    _ours("vera", "VeRA r=1", "vera"),
+    _ours("dora", "DoRA r=1", "dora"),
+    _ours("dora_keep_output", "DoRA r=1 (keep_output)", "dora", keep_output=True),
+    _ours("mora1", "MoRA type 1", "mora1"),
+    _ours("mora6", "MoRA type 6", "mora6"),
+    _ours("difffit", "DiffFit", "difffit"),
+    _ours("norms", "norms", "norms"),
+    _ours("full", "full", "full"),
 ]
 PEFT = [
     BenchMethod("lora", "peft", "peft LoRA r=1"),

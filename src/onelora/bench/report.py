@@ -252,12 +252,19 @@ def markdown(records: list[dict[str, Any]], merged: list[dict[str, Any]], meta: 
         "keeps for backward at the end of forward, parameters and buffers excluded. Peak: the method's "
         "model + optimizer state + the step's peak rise (GPU: max allocated; CPU: process peak RSS).\n"
     )
-    for group in groups_of(records, "main"):
+    for group in groups_of(records, "main") + groups_of(records, "autocast"):
         r0 = group[0]
+        mixed = f", {r0['autocast']} autocast ({r0['device'].upper()})" if r0.get("autocast") else ""
         parts.append(
-            f"\n## {r0['model']}, batch {r0['batch']} ({r0['tokens_per_sample']} tokens per sample), "
+            f"\n## {r0['model']}, batch {r0['batch']} ({r0['tokens_per_sample']} tokens per sample){mixed}, "
             f"{r0['rounds']} rounds\n\n"
         )
+        if mixed:
+            parts.append(
+                f"Mixed precision: the model stays {r0['dtype']}, its forward pass and loss run under "
+                f"`torch.autocast('{r0['device']}', dtype=torch.{r0['autocast']})` (Lightning's `bf16-mixed`); ratios "
+                "are to BitFit under the same autocast, in the same run.\n\n"
+            )
         parts.append(main_table(group))
         pt = peft_table(group)
         if pt:
@@ -353,6 +360,9 @@ def write(records: list[dict[str, Any]], merged: list[dict[str, Any]], meta: dic
     paths["json"].write_text(json.dumps(records, indent=1))
     paths["inference"].write_text(json.dumps(merged, indent=1))
     targets = {f"{g[0]['model']}@{g[0]['batch']}": check_targets(g) for g in groups_of(records, "main")}
+    targets.update(
+        {f"{g[0]['model']}@{g[0]['batch']}+autocast_{g[0]['autocast']}": check_targets(g) for g in groups_of(records, "autocast")}
+    )
     paths["meta"].write_text(json.dumps({**meta, "targets": targets}, indent=1))
     paths["markdown"].write_text(markdown(records, merged, meta))
     for i, p in enumerate(charts(records, out_dir)):

@@ -66,11 +66,16 @@ class DigitsDataModule(L.LightningDataModule):
         shift: int = 0,
         num_workers: int = 0,
         model_input: Mapping[str, Any] | None = None,
-        **_: Any,
     ):
         super().__init__()
         if split not in SPLITS:
-            raise ValueError(f"task.data.split must be one of {sorted(SPLITS)}, got {split!r}")
+            raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+        if not 0 < float(val_fraction) < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        if not 0 <= float(test_fraction) < 1:
+            raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+        if int(rotate) % 90:
+            raise ValueError(f"rotate must be a multiple of 90 degrees, got {rotate}")
         self.split, self.rotate, self.batch_size = split, int(rotate), int(batch_size)
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.shift, self.num_workers = shift, num_workers

@@ -107,11 +107,14 @@ class TorchvisionClassificationDataModule(L.LightningDataModule):
         verify_checksums: bool = True,
         augment: Mapping[str, Any] | None = None,
         model_input: Mapping[str, Any] | None = None,
-        **_: Any,
     ):
         super().__init__()
         if dataset not in DATASETS:
-            raise ValueError(f"task.data.dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
+            raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
+        if isinstance(val_size, float) and not 0 <= val_size < 1:
+            raise ValueError(f"val_size: a fraction must be in [0, 1), got {val_size}")
+        if int(val_size) < 0:
+            raise ValueError(f"val_size must be >= 0, got {val_size}")
         self.dataset, self.root = dataset, root
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size or batch_size)
         self.val_size, self.split_seed, self.num_workers = val_size, split_seed, num_workers

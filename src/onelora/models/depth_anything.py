@@ -32,7 +32,6 @@ ViT-L: the ``intermediate_layers`` arch key.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -42,7 +41,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from . import register_builder
-from .pretrained import MissingWeightsError, is_local, missing_weights
+from .weights import load_state
 
 #: encoder sizes of DINOv2 (embed_dim, depth, num_heads) and the DPT settings v1 used with each
 ENCODERS: dict[str, dict[str, Any]] = {
@@ -58,8 +57,6 @@ ENCODERS: dict[str, dict[str, Any]] = {
 }
 #: hub repositories of the original checkpoints (PyTorchModelHubMixin uploads of ``DepthAnything``)
 HUB_IDS = {k: f"LiheYoung/depth_anything_{k}14" for k in ENCODERS}
-HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")
-WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -340,80 +337,11 @@ class DepthAnything(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a .pth/.pt/.bin (torch) or .safetensors file; unwraps {'state_dict'|'model': ...}."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path), device="cpu")
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(state, Mapping) and key in state and isinstance(state[key], Mapping):
-            state = state[key]
-    return dict(state)
-
-
-def _local_weights_file(path: Path) -> Path | None:
-    if path.is_file():
-        return path
-    if path.is_dir():
-        for name in HUB_FILENAMES:
-            if (path / name).is_file():
-                return path / name
-        found = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
-        if len(found) == 1:
-            return found[0]
-    return None
-
-
-def resolve_weights(source: str) -> Path:
-    """A local file for ``source``: a file, a directory holding one, or a hub id.
-
-    Hub ids: ``owner/name`` (tries model.safetensors, pytorch_model.bin) or ``owner/name:file`` for
-    one file; ``spaces/owner/name:file`` for a Space (the .pth files live in the Space
-    ``LiheYoung/Depth-Anything`` under ``checkpoints/``).
-    """
-    src = str(source)
-    if is_local(src):
-        path = Path(src).expanduser()
-        found = _local_weights_file(path)
-        if found is None:
-            raise MissingWeightsError(
-                f"pretrained weights '{src}' not found: looked in {path} (a checkpoint file, or a directory with "
-                f"one of {list(HUB_FILENAMES)} or a single {'/'.join(WEIGHT_SUFFIXES)} file). The originals: "
-                f"`huggingface-cli download LiheYoung/depth_anything_vitl14 --local-dir <dir>` (vits/vitb likewise) "
-                f"or `huggingface-cli download --repo-type space LiheYoung/Depth-Anything "
-                f"checkpoints/depth_anything_vitl14.pth --local-dir <dir>`, then `model.pretrained=<dir or file>`; "
-                f"or run with `model.pretrained=null` for random init."
-            )
-        return found
-    repo_id, _, filename = src.partition(":")
-    repo_type = None
-    if repo_id.startswith("spaces/"):
-        repo_type, repo_id = "space", repo_id[len("spaces/") :]
-    filenames = [filename] if filename else list(HUB_FILENAMES)
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as err:  # pragma: no cover - huggingface_hub is a dependency
-        raise missing_weights(src, "the Hugging Face hub (huggingface_hub not installed)", err) from err
-    cause: BaseException | None = None
-    for name in filenames:
-        try:
-            return Path(hf_hub_download(repo_id=repo_id, filename=name, repo_type=repo_type))
-        except Exception as err:  # offline, not found, no access: all mean "weights missing"
-            cause = err
-    where = f"the Hugging Face hub repo {repo_id} (files {filenames}; HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')})"
-    if not filename:
-        raise missing_weights(src, where, cause)
-    reason = f" ({type(cause).__name__}: {str(cause).splitlines()[0][:200]})" if cause else ""
-    kind = "--repo-type space " if repo_type == "space" else ""
-    raise MissingWeightsError(
-        f"pretrained weights '{src}' not found: looked in {where}{reason}. Get the file on a machine with internet "
-        f"with `huggingface-cli download {kind}{repo_id} {filename} --local-dir <dir>`, then point the model at it: "
-        f"`model.pretrained=<dir>/{filename}`; or run with `model.pretrained=null` for random init."
-    )
+WEIGHTS_HINT = (
+    "The originals: `huggingface-cli download LiheYoung/depth_anything_vitl14 --local-dir <dir>` (vits / vitb "
+    "likewise), or `huggingface-cli download --repo-type space LiheYoung/Depth-Anything "
+    "checkpoints/depth_anything_vitl14.pth --local-dir <dir>`, then `model.pretrained=<dir or file>`"
+)
 
 
 def load_depth_anything_weights(
@@ -424,7 +352,7 @@ def load_depth_anything_weights(
     ``load_head=False`` loads only the encoder (strict on it; the head keeps its init), as
     Depth-Anything-V2's metric fine-tuning does.
     """
-    state = read_state_dict(resolve_weights(str(source)))
+    state = load_state(str(source), hint=WEIGHTS_HINT)
     if load_head:
         model.load_state_dict(state, strict=True)
     else:
@@ -453,12 +381,13 @@ ARCH_KEYS = (
 
 
 @register_builder("depth_anything")
-def build_depth_anything(cfg: Mapping[str, Any], *, num_classes: int | None = None, load_weights: bool = True) -> nn.Module:
+def build_depth_anything(cfg: Mapping[str, Any], *, max_depth: float | None = None, load_weights: bool = True) -> nn.Module:
     """Builder: ``cfg.arch`` sizes the model; ``cfg.pretrained`` (path / hub id / None) its weights.
 
-    ``num_classes`` is ignored (depth regression). ``arch.load_head: false`` loads the encoder only.
+    ``max_depth`` (the task's depth range; parameter-free) overrides ``arch.max_depth``.
+    ``arch.load_head: false`` loads the encoder only.
     """
-    arch = dict(cfg.get("arch") or {})
+    arch = dict(cfg.get("arch") or {}) | ({"max_depth": float(max_depth)} if max_depth is not None else {})
     unknown = set(arch) - set(ARCH_KEYS) - {"load_head"}
     if unknown:
         raise ValueError(f"Depth Anything: unknown arch keys {sorted(unknown)}; known: {list(ARCH_KEYS) + ['load_head']}")
@@ -468,3 +397,122 @@ def build_depth_anything(cfg: Mapping[str, Any], *, num_classes: int | None = No
     if load_weights and source:
         load_depth_anything_weights(model, source, load_head=load_head)
     return model
+
+
+# ----------------------------------------------------------------------------------------------
+# Metric-depth checkpoints: their key layouts mapped onto this module's names
+# ----------------------------------------------------------------------------------------------
+#
+# Three released layouts (read from the original code; shapes below for ViT-L):
+#
+# - "dpt": Depth Anything v1's relative checkpoints (depth_anything_vit{s,b,l}14.pth) and
+#   Depth-Anything-V2's metric ones (depth_anything_v2_metric_{hypersim,vkitti}_vit{s,b,l}.pth):
+#   ``pretrained.*`` (DINOv2, block_chunks=0) + ``depth_head.*`` (DPT), exactly our names. V2's metric
+#   head ends in a sigmoid scaled by max_depth (20 m Hypersim, 80 m Virtual KITTI 2), as our
+#   ``depth_output: metric``; V2 taps blocks [4, 11, 17, 23] of ViT-L ([2, 5, 8, 11] for S/B):
+#   ``arch.intermediate_layers``. V2's own train.py saves {"model": DDP state (``module.*``), ...}.
+# - "zoedepth": Depth Anything v1's metric checkpoints (depth_anything_metric_depth_{indoor,outdoor}.pt,
+#   fine-tuned on NYU / KITTI with metric_depth/train_mono.py): ZoeDepth with the DPT model as its
+#   core, saved as {"model": state, "optimizer": None, "epoch": N}: ``core.core.pretrained.*``,
+#   ``core.core.depth_head.*`` plus ZoeDepth's metric-bins head (``conv2``, ``seed_bin_regressor``,
+#   ``seed_projector``, ``projectors.0-3``, ``attractors.0-3``, ``conditional_log_binomial``).
+#   That head holds 478,145 parameters for ViT-L (64 bins, embedding 128, attractors 16/8/4/1,
+#   softplus bin centres; 481,886 with "normed" centres), so the whole ZoeDepth model counts
+#   335,793,794 = 335.79M, not the paper's 335.32M (= the DPT model alone, 335,315,649). Its DPT
+#   output (ReLU) is the relative depth ZoeDepth conditions on, not metres: loaded into our model,
+#   the encoder and DPT neck are the metric-fine-tuned ones and the sigmoid x max_depth output has to
+#   be learned again (the head trains), because the metric-bins head is dropped.
+
+#: Depth-Anything-V2's intermediate blocks per encoder (v1 takes the last four)
+V2_INTERMEDIATE_LAYERS = {"vits": [2, 5, 8, 11], "vitb": [2, 5, 8, 11], "vitl": [4, 11, 17, 23]}
+#: ZoeDepth's metric-bins head: the top-level modules of zoedepth_v1.ZoeDepth besides ``core``
+ZOEDEPTH_HEAD_MODULES = ("conv2", "seed_bin_regressor", "seed_projector", "projectors", "attractors", "conditional_log_binomial")
+ZOEDEPTH_CORE_PREFIX = "core.core."
+
+
+def zoedepth_head_shapes(
+    *,
+    n_bins: int = 64,
+    bin_embedding_dim: int = 128,
+    core_channels: Sequence[int] = (256, 256, 256, 256, 256),
+    n_attractors: Sequence[int] = (16, 8, 4, 1),
+    bin_centers_type: str = "softplus",
+    midas_out: int = 32,
+) -> dict[str, tuple[int, ...]]:
+    """Every tensor of ZoeDepth's metric-bins head with its shape (state-dict names, buffers included).
+
+    From ``zoedepth_v1.ZoeDepth.__init__`` with Depth Anything's config (config_zoedepth.json):
+    ``conv2`` 1x1 on the bottleneck, ``SeedBinRegressor`` (mlp 256), ``Projector``s (mlp 128),
+    ``Attractor``s (mlp 128; 2 outputs per attractor with "normed" centres), and
+    ``ConditionalLogBinomial`` on 32 + 1 channels (bottleneck (33 + embedding) // 2, 4 outputs).
+    """
+    bottleneck, blocks = core_channels[0], list(core_channels[1:])
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def conv(name: str, cin: int, cout: int) -> None:
+        shapes[f"{name}.weight"], shapes[f"{name}.bias"] = (cout, cin, 1, 1), (cout,)
+
+    conv("conv2", bottleneck, bottleneck)
+    conv("seed_bin_regressor._net.0", bottleneck, 256)
+    conv("seed_bin_regressor._net.2", 256, n_bins)
+    conv("seed_projector._net.0", bottleneck, 128)
+    conv("seed_projector._net.2", 128, bin_embedding_dim)
+    for i, channels in enumerate(blocks):
+        conv(f"projectors.{i}._net.0", channels, 128)
+        conv(f"projectors.{i}._net.2", 128, bin_embedding_dim)
+    per_attractor = 2 if bin_centers_type in ("normed", "hybrid1") else 1
+    for i, n in enumerate(n_attractors[: len(blocks)]):
+        conv(f"attractors.{i}._net.0", bin_embedding_dim, 128)
+        conv(f"attractors.{i}._net.2", 128, n * per_attractor)
+    last_in = midas_out + 1  # the 32-channel output features + the relative depth
+    hidden = (last_in + bin_embedding_dim) // 2
+    conv("conditional_log_binomial.mlp.0", last_in + bin_embedding_dim, hidden)
+    conv("conditional_log_binomial.mlp.2", hidden, 4)
+    shapes["conditional_log_binomial.log_binomial_transform.k_idx"] = (1, n_bins, 1, 1)  # buffers
+    shapes["conditional_log_binomial.log_binomial_transform.K_minus_1"] = (1, 1, 1, 1)
+    return shapes
+
+
+def _strip(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix) :]: v for k, v in state.items()}
+    return dict(state)
+
+
+def metric_checkpoint_layout(state: Mapping[str, Any]) -> str:
+    """``"dpt"`` (v1 relative, V2 metric: our names) or ``"zoedepth"`` (v1 metric); else an error."""
+    state = _strip(state, "module.")
+    if any(k.startswith(ZOEDEPTH_CORE_PREFIX) for k in state):
+        return "zoedepth"
+    if any(k.startswith("pretrained.") for k in state) and any(k.startswith("depth_head.") for k in state):
+        return "dpt"
+    shown = ", ".join(sorted(state)[:5])
+    raise ValueError(
+        f"Depth Anything checkpoint: unknown key layout (first keys: {shown}). Supported: the original "
+        f"pretrained.* + depth_head.* (v1 relative, V2 metric) and ZoeDepth's core.core.* (v1 metric_depth); "
+        f"transformers' DepthAnythingForDepthEstimation layout is not supported."
+    )
+
+
+def convert_metric_checkpoint(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A Depth Anything checkpoint's state dict in any supported layout -> this module's names.
+
+    Unwraps ``{"model": state, ...}`` (both metric trainers save that) and a DDP ``module.``
+    prefix; maps ZoeDepth's ``core.core.*`` onto ``pretrained.*`` / ``depth_head.*`` and drops its
+    metric-bins head (see the notes above: it is not part of the paper's 335.32M). A key that fits
+    no known module is an error, so a wrong file cannot half-load.
+    """
+    if "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]
+    state = _strip(state, "module.")
+    if metric_checkpoint_layout(state) == "dpt":
+        return dict(state)
+    out, unknown = {}, []
+    for key, value in state.items():
+        if key.startswith(ZOEDEPTH_CORE_PREFIX):
+            out[key[len(ZOEDEPTH_CORE_PREFIX) :]] = value
+        elif key.split(".", 1)[0] not in ZOEDEPTH_HEAD_MODULES:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f"ZoeDepth checkpoint: keys outside core.core.* and the metric-bins head: {unknown[:5]}")
+    return out

@@ -17,13 +17,15 @@ with ``norm1``/``norm2`` (LayerNorm without affine), ``attn.qkv``/``attn.proj``,
 Fine-tuning on a new label set (Food-101: 101 classes) re-initialises the class table with
 num_classes + 1 rows (102 x 1152 = 117,504 parameters); everything else comes from the ImageNet
 checkpoint. DiT-XL/2 at 256 px has 675,129,632 parameters (1000-class table).
+
+``patch_embed="linear"`` (not in the original) builds the patch embedding as an ``nn.Linear`` on
+flattened patches, the same map as the convolution, so PEFT methods adapt it too (the pixel-space
+digits DiT, ``conf/model/dit_digits.yaml``).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import urllib.parse
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -33,7 +35,7 @@ from timm.models.vision_transformer import Attention
 from torch import nn
 
 from . import register_builder
-from .pretrained import MissingWeightsError, is_local
+from .weights import load_into, load_state
 
 #: the original configurations: name -> (depth, hidden_size, patch_size, num_heads)
 DIT_CONFIGS: dict[str, dict[str, int]] = {
@@ -151,6 +153,34 @@ def sincos_pos_embed_2d(embed_dim: int, grid_size: int) -> torch.Tensor:
     return torch.cat([one_d(embed_dim // 2, grid_w), one_d(embed_dim // 2, grid_h)], dim=1)
 
 
+class LinearPatchEmbed(nn.Module):
+    """Patches as an ``nn.Linear`` (patch_dim = C * p * p -> hidden), so adapters see the embedding.
+
+    The same map as timm's ``PatchEmbed`` convolution (kernel = stride = p): patch vectors are
+    flattened in the conv weight's (C, p, p) order, so ``conv.weight.flatten(1)`` loads as
+    ``proj.weight``. Same attributes (``proj``, ``patch_size``, ``num_patches``) as timm's.
+    """
+
+    def __init__(self, img_size: int, patch_size: int, in_chans: int, embed_dim: int, bias: bool = True):
+        super().__init__()
+        if img_size % patch_size:
+            raise ValueError(f"DiT: input_size {img_size} is not a multiple of patch_size {patch_size}")
+        self.patch_size = (patch_size, patch_size)
+        self.grid_size = (img_size // patch_size, img_size // patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.proj = nn.Linear(in_chans * patch_size * patch_size, embed_dim, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        p = self.patch_size[0]
+        patches = x.reshape(n, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)  # (n, gh, gw, c, p, p)
+        return self.proj(patches.reshape(n, (h // p) * (w // p), c * p * p))
+
+
+#: how ``x_embedder`` is built: the original convolution, or a linear layer that adapters can wrap
+PATCH_EMBEDS = ("conv", "linear")
+
+
 class DiT(nn.Module):
     """Diffusion transformer; forward(x (N,C,H,W), t (N,), y (N,)) -> (N, out_channels, H, W)."""
 
@@ -166,14 +196,18 @@ class DiT(nn.Module):
         class_dropout_prob: float = 0.1,
         num_classes: int = 1000,
         learn_sigma: bool = True,
+        patch_embed: str = "conv",
     ):
         super().__init__()
+        if patch_embed not in PATCH_EMBEDS:
+            raise ValueError(f"DiT: patch_embed must be one of {PATCH_EMBEDS}, got {patch_embed!r}")
         self.learn_sigma = learn_sigma
         self.in_channels = in_channels
         self.out_channels = in_channels * 2 if learn_sigma else in_channels
         self.patch_size = patch_size
         self.num_heads = num_heads
-        self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size, bias=True)
+        embed = PatchEmbed if patch_embed == "conv" else LinearPatchEmbed
+        self.x_embedder = embed(input_size, patch_size, in_channels, hidden_size, bias=True)
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
         num_patches = self.x_embedder.num_patches
@@ -229,7 +263,9 @@ class DiT(nn.Module):
         """Classifier-free guidance on a batch whose second half carries the null label (as the original).
 
         Like the original, guidance is applied to the first 3 channels only ("for exact
-        reproducibility" of the paper's FID); the rest (and the learned sigma) pass through.
+        reproducibility" of the paper's FID); the rest (and the learned sigma) pass through. With
+        fewer than 3 input channels that would guide the sigma channels too: the samplers use
+        ``onelora.diffusion.guided`` (``guided_channels=3`` reproduces this method).
         """
         half = x[: len(x) // 2]
         out = self.forward(torch.cat([half, half], dim=0), t, y)
@@ -244,71 +280,17 @@ class DiT(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-def _missing(
-    source: str, tried: str, cause: BaseException | None, url: str | None = None, cached: Path | None = None
-) -> MissingWeightsError:
-    """The error for absent weights: what is missing, where we looked, how to get it."""
-    reason = f" ({type(cause).__name__}: {str(cause).splitlines()[0][:200]})" if cause else ""
-    if url:
-        how = (
-            f"Download it on a machine with internet (`wget {url}`) and copy it to {cached} (torch hub cache, "
-            "then the URL works offline) or anywhere and point the model at the file: `model.pretrained=<file>`"
-        )
-    else:
-        how = (
-            "Point `model.pretrained` at a DiT checkpoint (.pt state dict; the released ones are at "
-            f"{CHECKPOINT_URL.format(name='<name>')} with <name> in {list(RELEASED)})"
-        )
-    return MissingWeightsError(
-        f"pretrained weights '{source}' not found: looked in {tried}{reason}. {how}; "
-        "or run with `model.pretrained=null` for random init."
-    )
-
-
-def resolve_checkpoint(source: str) -> dict[str, torch.Tensor]:
-    """The state dict for a local file, a URL, or a released name (``DiT-XL-2-256x256.pt``).
-
-    URLs go through torch.hub's cache ($TORCH_HOME/hub/checkpoints); a cached file needs no network.
-    """
-    src = str(source)
-    url = None
-    if src in RELEASED:
-        url = CHECKPOINT_URL.format(name=src)
-    elif src.startswith(("http://", "https://")):
-        url = src
-    if url is None:
-        path = Path(src).expanduser()
-        if not (is_local(src) and path.is_file()):
-            raise _missing(src, str(path), None)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    else:
-        name = os.path.basename(urllib.parse.urlparse(url).path)
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / name
-        try:
-            state = torch.hub.load_state_dict_from_url(url, map_location="cpu", weights_only=True, progress=False)
-        except Exception as err:  # offline, unreachable, 404: all mean "weights missing"
-            raise _missing(src, f"{cached} (torch hub cache) and {url}", err, url, cached) from err
-    if isinstance(state, Mapping) and "ema" in state:  # checkpoints written by DiT's train.py
-        state = state["ema"]
-    return dict(state)
+def checkpoint_source(source: str) -> str:
+    """A released checkpoint's name (``DiT-XL-2-256x256.pt``) -> its URL; anything else as given."""
+    return CHECKPOINT_URL.format(name=source) if source in RELEASED else source
 
 
 def load_dit_weights(model: DiT, source: str | Path) -> DiT:
     """Load an original checkpoint strictly; a class table of another size stays re-initialised."""
-    state = resolve_checkpoint(str(source))
-    table = model.y_embedder.embedding_table.weight
-    if TABLE_KEY in state and tuple(state[TABLE_KEY].shape) != tuple(table.shape):
-        state.pop(TABLE_KEY)  # new label set: keep the fresh table, load everything else strictly
-        result = model.load_state_dict(state, strict=False)
-        missing = [k for k in result.missing_keys if k != TABLE_KEY]
-        if missing or result.unexpected_keys:
-            raise RuntimeError(
-                f"DiT checkpoint {source} does not fit the model: missing {missing[:8]}, "
-                f"unexpected {result.unexpected_keys[:8]}"
-            )
-    else:
-        model.load_state_dict(state, strict=True)
-    return model
+    hint = (f"The released DiT checkpoints are {list(RELEASED)} at {CHECKPOINT_URL.format(name='<name>')} "
+            "(`model.pretrained=<name>` finds them in the torch hub cache once downloaded)")
+    state = load_state(checkpoint_source(str(source)), hint=hint)
+    return load_into(model, state, head=[TABLE_KEY.removesuffix(".weight").replace(".", r"\.")], source=str(source))
 
 
 ARCH_KEYS = (
@@ -323,6 +305,7 @@ ARCH_KEYS = (
     "class_dropout_prob",
     "learn_sigma",
     "pretrained_num_classes",
+    "patch_embed",
 )
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from importlib import resources
 from io import StringIO
 
 import pandas as pd
 
 RESULTS_CSV = "paper_results.csv"
-ABSREL_CSV = "paper_absrel.csv"
+TABLE2_CSV = "paper_table2.csv"  # Table 2 as printed: RMSE and AbsRel, mean and std, both settings
 
 #: the A100's memory the paper's percentages refer to (bytes; "40GB" = 40 GiB of HBM)
 A100_BYTES = 40 * 2**30
@@ -59,21 +60,96 @@ TABLES: dict[str, TableSpec] = {
     "S12": TableSpec("S12", "ViT-Base: 1LoRA combined with BitFit/DiffFit parts, CIFAR-10", "8"),
 }
 
-#: notes printed under a table: known inconsistencies of the paper itself
+#: the head-only (linear probe) accuracy the paper quotes in its text, per table: no std, time,
+#: memory or parameter count was printed for it
+HEAD_BASELINE = {"S9": 90.0, "S10": 66.0}
+
+#: notes printed under a table: where a number comes from, and the paper's own inconsistencies
 TABLE_NOTES: dict[str, list[str]] = {
     "2": [
-        "RMSE and time/memory/params are taken from Tables S2/S3 (same runs). Table 2 prints "
-        "LoRA NYU → KITTI RMSE as 2.353, Table S3 as 2.253; 2.253 is used here.",
-        "DiffFit's AbsRel has no std in the paper.",
+        "Paper: Table 2's own printed RMSE and AbsRel (mean ± std over 4 runs), not rebuilt from "
+        "Tables S2/S3, which differ in a few cells (LoRA NYU → KITTI RMSE 2.353 here, 2.253 in S3; "
+        "All KITTI → NYU 0.210 vs 0.211; DoRA NYU → KITTI 2.345 vs 2.346).",
+        "Table 2 prints no time, memory or parameter count: those columns and the bubble plot's x axis "
+        "take Tables S2/S3's (the same runs).",
     ],
     "S8": ["The paper's DiT results are single runs (no std); time in hours."],
     "S9": ["The paper's parameter counts for ViT-Base are 4x one model's (likely summed over 4 "
-           "data-parallel ranks); 'yes (x4)' in the params-match column marks that case."],
-    "S10": ["Parameter counts: see Table S9 (4x one model's)."],
+           "data-parallel ranks); 'yes (x4)' in the params-match column marks that case.",
+           "Head: the head-only baseline the paper quotes in its text (90%; no std, time, memory or params)."],
+    "S10": ["Parameter counts: see Table S9 (4x one model's).",
+            "Head: the head-only baseline the paper quotes in its text (66%; no std, time, memory or params)."],
     "S11": ["Captioned KITTI → NYU in the paper, but its values equal NYU → KITTI (Table S3); "
             "matched here as NYU → KITTI."],
     "S12": ["Parameter counts: see Table S9 (4x one model's)."],
 }
+
+#: the paper's method labels (its tables' and figures' names), keyed by our normalised method
+METHOD_LABELS = {
+    "onelora": "1LoRA",
+    "onelora_random": "1LoRA (random c)",
+    "full": "All",
+    "mora1": "MoRA (1)",
+    "mora6": "MoRA (6)",
+    "lora": "LoRA",
+    "lora_qkv": "LoRA (QKV)",
+    "vera": "VeRA",
+    "dora": "DoRA",
+    "bitfit": "BitFit",
+    "difffit": "DiffFit",
+    "norms": "Norms",
+    "gamma": "Gamma",
+    "head": "Head",
+}
+
+#: one colour per method family in every plot
+FAMILY_COLORS = {
+    "1LoRA": "tab:red",
+    "LoRA": "tab:blue",
+    "VeRA": "tab:green",
+    "DoRA": "tab:purple",
+    "MoRA": "tab:brown",
+    "BitFit / DiffFit / norms": "tab:orange",
+    "All": "0.35",
+    "Head": "tab:olive",
+    "other": "tab:cyan",
+}
+_FAMILY_OF = {
+    "onelora": "1LoRA", "onelora_random": "1LoRA", "lora": "LoRA", "lora_qkv": "LoRA", "vera": "VeRA",
+    "dora": "DoRA", "mora1": "MoRA", "mora6": "MoRA", "bitfit": "BitFit / DiffFit / norms",
+    "difffit": "BitFit / DiffFit / norms", "norms": "BitFit / DiffFit / norms",
+    "gamma": "BitFit / DiffFit / norms", "full": "All", "head": "Head",
+}
+
+#: decimals the paper prints a metric's means with at least (the CSVs lost trailing zeros:
+#: Table 2's "0.25" is its 0.250, "0.067" its 0.0670)
+MEAN_DECIMALS = {"accuracy": 1, "rmse": 3, "absrel": 4, "val_loss": 2, "fid": 4}
+#: decimals the paper prints a std with, per metric (the most frequent in its tables; FID has no std)
+STD_DECIMALS = {"accuracy": 4, "rmse": 5, "absrel": 5, "val_loss": 6, "fid": 4}
+#: decimals for our means: the paper's, one more where it rounds coarsely (accuracy, val_loss)
+OURS_DECIMALS = {"accuracy": 2, "rmse": 3, "absrel": 4, "val_loss": 3, "fid": 2}
+
+
+def method_label(method: object) -> str:
+    """The paper's name for a method: "onelora+norms" -> "1LoRA (norms)", "full" -> "All".
+
+    A name the paper does not use is returned as given."""
+    key = norm_method(method)
+    if key in METHOD_LABELS:
+        return METHOD_LABELS[key]
+    base, *parts = key.split("+")
+    if base == "onelora" and parts:
+        return f"1LoRA ({'+'.join(parts)})"
+    return str(method or "")
+
+
+def method_family(method: object) -> str:
+    """The family a method is coloured by (1LoRA variants, LoRA, VeRA, DoRA, MoRA, BitFit /
+    DiffFit / norms, All, Head; "other" for anything else)."""
+    key = norm_method(method)
+    base = key.split("+", 1)[0]
+    return _FAMILY_OF.get(key) or ("1LoRA" if base == "onelora" else _FAMILY_OF.get(base, "other"))
+
 
 #: metric display names
 METRIC_LABELS = {
@@ -123,13 +199,22 @@ def format_params(n: float | int | None) -> str:
 
 
 def printed_decimals(text: object) -> int | None:
-    """Decimals the paper printed a value with ("97.0" -> 1, "0.238" -> 3); None if blank."""
+    """Decimals the paper printed a value with ("97.0" -> 1, "0.238" -> 3, "9e-05" -> 5); None if blank."""
     if text is None:
         return None
     s = str(text).strip()
     if not s or s.lower() == "nan":
         return None
-    return len(s.split(".", 1)[1]) if "." in s else 0
+    try:
+        exponent = Decimal(s).as_tuple().exponent
+    except InvalidOperation:
+        return None
+    return max(0, -int(exponent))
+
+
+def paper_value_decimals(text: object, metric: str) -> int:
+    """Decimals a paper value was printed with: its own, at least the metric's (lost zeros back)."""
+    return max(printed_decimals(text) or 0, MEAN_DECIMALS.get(norm_metric(metric), 0))
 
 
 def norm_key(text: object) -> str:
@@ -178,72 +263,85 @@ def _num(s: str) -> float:
     return float(s) if s not in ("", None) else math.nan
 
 
+def _paper_row(r: pd.Series, **over) -> dict:
+    row = {
+        "table": r["table"],
+        "figure": (r.get("figure") or None),
+        "task": r["task"],
+        "source": r["source"],
+        "target": r["target"],
+        "setting": setting_label(r["source"], r["target"]),
+        "model": r["model"],
+        "method": r["method"],
+        "metric": r["metric"],
+        "direction": r.get("direction") or "min",
+        "mean": _num(r["mean"]),
+        "std": _num(r["std"]),
+        "mean_str": r["mean"],
+        "std_str": r["std"],
+        "time": _num(r.get("time", "")),
+        "time_unit": r.get("time_unit") or "min",
+        "memory_pct": _num(r.get("memory_pct", "")),
+        "params_str": r.get("params", ""),
+        "params": parse_params(r.get("params", "")),
+        "quoted": False,
+    }
+    row.update(over)
+    return row
+
+
 def load_paper_rows() -> pd.DataFrame:
     """One row per (table, setting, method, metric), in the paper's row order.
 
     Columns: table, figure, task, source, target, setting, model, method, metric, direction,
-    mean, std, mean_str, time, time_unit, memory_pct, params_str, params, order.
-    Table 2 is assembled from ``paper_absrel.csv`` (AbsRel) and Tables S2/S3 (RMSE, time,
-    memory, params: the same runs).
+    mean, std, mean_str, std_str, time, time_unit, memory_pct, params_str, params, quoted, order.
+    Table 2's RMSE and AbsRel are Table 2's own printed numbers (``paper_table2.csv``), never
+    rebuilt from Tables S2/S3 (the two disagree in a few cells); only its time, memory and
+    parameter columns, which Table 2 does not print, come from S2/S3 (the same runs) so that
+    its bubble plot has an x axis. The head-only baseline the paper quotes in its text is added
+    to Tables S9 and S10 as a row with ``quoted=True`` (no std, time, memory or params).
     """
-    res = _read_csv(RESULTS_CSV)
-    rows: list[dict] = []
-    for _, r in res.iterrows():
-        rows.append(
-            {
-                "table": r["table"],
-                "figure": r["figure"] or None,
-                "task": r["task"],
-                "source": r["source"],
-                "target": r["target"],
-                "setting": setting_label(r["source"], r["target"]),
-                "model": r["model"],
-                "method": r["method"],
-                "metric": r["metric"],
-                "direction": r["direction"],
-                "mean": _num(r["mean"]),
-                "std": _num(r["std"]),
-                "mean_str": r["mean"],
-                "time": _num(r["time"]),
-                "time_unit": r["time_unit"],
-                "memory_pct": _num(r["memory_pct"]),
-                "params_str": r["params"],
-                "params": parse_params(r["params"]),
-            }
+    rows = [_paper_row(r) for _, r in _read_csv(RESULTS_CSV).iterrows()]
+    by_key = {(row["table"], row["source"], row["target"], row["method"]): row for row in rows}
+    s_table = {(row["source"], row["target"]): row["table"] for row in rows if row["table"] in ("S2", "S3")}
+    table2 = []
+    for _, r in _read_csv(TABLE2_CSV).iterrows():
+        cost = by_key[(s_table[(r["source"], r["target"])], r["source"], r["target"], r["method"])]
+        table2.append(
+            _paper_row(
+                r, table="2", figure=None, direction="min", time=cost["time"], time_unit=cost["time_unit"],
+                memory_pct=cost["memory_pct"], params_str=cost["params_str"], params=cost["params"],
+            )
         )
-    by_key = {
-        (row["table"], row["source"], row["target"], row["method"]): row for row in rows
-    }
-    absrel = _read_csv(ABSREL_CSV)
-    table2: list[dict] = []
-    settings: list[tuple[str, str]] = []
-    for _, r in absrel.iterrows():
-        if (r["source"], r["target"]) not in settings:
-            settings.append((r["source"], r["target"]))
-    for source, target in settings:
-        sub = absrel[(absrel["source"] == source) & (absrel["target"] == target)]
-        s_table = next(
-            t for (t, s, g, _m) in by_key if t in ("S2", "S3") and s == source and g == target
-        )
-        for metric in ("rmse", "absrel"):
-            for _, r in sub.iterrows():
-                base = by_key[(s_table, source, target, r["method"])]
-                row = dict(base, table="2", figure=None)
-                if metric == "absrel":
-                    row.update(
-                        metric="absrel",
-                        direction="min",
-                        mean=_num(r["mean"]),
-                        std=_num(r["std"]),
-                        mean_str=r["mean"],
-                    )
-                table2.append(row)
+    # Table 2 in the paper's layout: setting by setting, RMSE rows then AbsRel rows, methods in its order
+    table2.sort(key=lambda r: (r["setting"] != "KITTI → NYU", r["metric"] != "rmse"))
+    rows = _with_head_baseline(rows)
     out = pd.DataFrame(table2 + rows)
     out["order"] = range(len(out))
     return out
 
 
-def paper_tables() -> list[tuple[TableSpec, pd.DataFrame]]:
-    """Every paper table with its rows, in ``TABLE_ORDER``."""
-    rows = load_paper_rows()
+def _with_head_baseline(rows: list[dict]) -> list[dict]:
+    """Tables S9 / S10 plus the head-only row the paper quotes in its text, first in each."""
+    out = []
+    for table, value in HEAD_BASELINE.items():
+        template = next(r for r in rows if r["table"] == table)
+        out.append(
+            dict(
+                template, method="head", mean=value, std=math.nan, mean_str=f"{value:g}", std_str="",
+                time=math.nan, memory_pct=math.nan, params_str="", params=None, quoted=True,
+            )
+        )
+    firsts = {}
+    for i, r in enumerate(rows):
+        firsts.setdefault(r["table"], i)
+    result = list(rows)
+    for head in sorted(out, key=lambda h: -firsts[h["table"]]):
+        result.insert(firsts[head["table"]], head)
+    return result
+
+
+def paper_tables(rows: pd.DataFrame | None = None) -> list[tuple[TableSpec, pd.DataFrame]]:
+    """Every paper table with its rows (``load_paper_rows()`` unless given), in ``TABLE_ORDER``."""
+    rows = load_paper_rows() if rows is None else rows
     return [(TABLES[t], rows[rows["table"] == t].reset_index(drop=True)) for t in TABLE_ORDER]

@@ -15,12 +15,17 @@ from typing import Any, Iterable
 
 from onelora.reporting.paper import (
     METRIC_ALIASES,
+    method_label,
     norm_key,
     norm_method,
     norm_metric,
     setting_label,
 )
 from onelora.results import read_results
+
+#: the parts of ``memory.model_bytes`` that add up to what a run holds for its method
+#: (``trainable`` is a subset of ``params`` and is not added again)
+MODEL_BYTES_PARTS = ("params", "grads", "optimizer", "activations")
 
 
 def _finite(x: Any) -> float | None:
@@ -112,8 +117,9 @@ class Run:
 
     @property
     def label(self) -> str:
-        """Method name as shown: the method, plus ``[tag]`` for a tagged variant."""
-        return f"{self.method} [{self.run_tag}]" if self.run_tag else self.method
+        """Method as shown: the paper's label, plus ``[tag]`` for a tagged variant."""
+        name = method_label(self.method)
+        return f"{name} [{self.run_tag}]" if self.run_tag else name
 
     # ----- the metric
     @property
@@ -124,33 +130,61 @@ class Run:
     def direction(self) -> str:
         return str(_get(self.record, "metric", "direction") or "")
 
-    def value(self, metric: str | None = None) -> float | None:
-        """The value compared with the paper's ``metric`` (paper name, e.g. "absrel").
+    @property
+    def best_round(self) -> bool:
+        """True when the record says which validation round was best (``metric.best_epoch`` /
+        ``test_final`` / ``time.time_to_best_s``): its ``metric.test`` is that round's weights'.
+        Older records only have the final weights' test metric and the whole fit time."""
+        m = self.record.get("metric") or {}
+        t = self.record.get("time") or {}
+        return any(k in m for k in ("test_final", "best_epoch")) or "time_to_best_s" in t
 
-        The run's main metric is ``metric.test`` when present, else ``metric.best_val``; any
-        other metric comes from ``metrics`` under ``test/<name>`` or ``<name>`` (aliases
-        included, e.g. "abs_rel" for "absrel").
-        """
+    def _raw_value(self, metric: str | None) -> Any:
+        """The stored value for ``metric`` before any finiteness check (None when absent)."""
         m = self.record.get("metric") or {}
         if metric is None or norm_metric(m.get("name")) == norm_metric(metric):
-            test = _finite(m.get("test"))
-            return test if test is not None else _finite(m.get("best_val"))
-        metrics = self.record.get("metrics") or {}
+            return m.get("test") if m.get("test") is not None else m.get("best_val")
         names = METRIC_ALIASES.get(metric, (metric,))
+        extra = m.get("extra") or {}
+        for name in names:
+            entry = extra.get(name)
+            if isinstance(entry, dict) and entry.get("test") is not None:
+                return entry["test"]
+            if entry is not None and not isinstance(entry, dict):
+                return entry
+        metrics = self.record.get("metrics") or {}
         for prefix in ("test/", ""):
             for name in names:
-                v = _finite(metrics.get(prefix + name))
-                if v is not None:
-                    return v
+                if metrics.get(prefix + name) is not None:
+                    return metrics[prefix + name]
         return None
+
+    def value(self, metric: str | None = None) -> float | None:
+        """The value compared with the paper's ``metric`` (paper name, e.g. "absrel"); None when
+        missing or not finite (a diverged run has no value, and never falls back to another field).
+
+        The main metric is ``metric.test`` (the best validation round's weights), else
+        ``metric.best_val`` when the run had no test; another metric comes from
+        ``metric.extra[name].test``, else (older records) ``metrics["test/<name>"]`` or
+        ``metrics[name]`` (aliases included, e.g. "abs_rel" for "absrel").
+        """
+        return _finite(self._raw_value(metric))
+
+    def value_problem(self, metric: str | None = None) -> str | None:
+        """Why this completed run has no value for ``metric`` ("no value", "not finite (nan)"), or None."""
+        raw = self._raw_value(metric)
+        if raw is None:
+            return "no value"
+        return None if _finite(raw) is not None else f"not finite ({raw})"
 
     # ----- cost
     @property
     def time_s(self) -> float | None:
-        """Wall time of fitting (train + validation loops): ``fit_s``, else ``total_s``, else
-        ``train_s + val_s``. That is what the paper's time column measures most closely."""
+        """Time to the best validation round (``time.time_to_best_s``: training + validation wall
+        time until that round), the paper's time axis. Older records: the whole fit (``fit_s``,
+        else ``total_s``, else ``train_s + val_s``); :attr:`time_kind` says which."""
         t = self.record.get("time") or {}
-        for k in ("fit_s", "total_s"):
+        for k in ("time_to_best_s", "fit_s", "total_s"):
             v = _finite(t.get(k))
             if v is not None:
                 return v
@@ -159,12 +193,40 @@ class Run:
         return sum(parts) if parts else None
 
     @property
-    def memory_bytes(self) -> float | None:
-        return _finite(_get(self.record, "memory", "peak_bytes"))
+    def time_kind(self) -> str:
+        """"to best" (``time_to_best_s``) or "fit" (an older record's whole fit)."""
+        return "to best" if _finite(_get(self.record, "time", "time_to_best_s")) is not None else "fit"
 
     @property
     def memory_device(self) -> str:
         return str(_get(self.record, "memory", "device") or "")
+
+    @property
+    def memory_parts(self) -> dict[str, float]:
+        """``memory.model_bytes`` the run measured: parameters, gradients, optimizer state and
+        activations kept for backward (bytes; empty when the record has none)."""
+        raw = _get(self.record, "memory", "model_bytes") or {}
+        parts = {k: _finite(raw.get(k)) for k in MODEL_BYTES_PARTS} if isinstance(raw, dict) else {}
+        return {k: v for k, v in parts.items() if v is not None}
+
+    @property
+    def memory_kind(self) -> str:
+        """Which memory figure this run has, most comparable first: "cuda" (the accelerator's peak
+        allocation), "model" (params + grads + optimizer + activations, measured), "rss" (CPU
+        process RSS: the interpreter and libraries, not the method), "" (none)."""
+        if self.memory_device == "cuda" and _finite(_get(self.record, "memory", "peak_bytes")) is not None:
+            return "cuda"
+        if self.memory_parts:
+            return "model"
+        return "rss" if _finite(_get(self.record, "memory", "peak_bytes")) is not None else ""
+
+    @property
+    def memory_bytes(self) -> float | None:
+        """The figure :attr:`memory_kind` names, in bytes."""
+        kind = self.memory_kind
+        if kind == "model":
+            return math.fsum(self.memory_parts.values())
+        return _finite(_get(self.record, "memory", "peak_bytes")) if kind else None
 
     @property
     def reported_params_kind(self) -> str:

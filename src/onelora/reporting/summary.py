@@ -7,13 +7,14 @@ verdicts, and rank correlations; nothing is claimed for rows we have no runs for
 from __future__ import annotations
 
 from onelora.reporting import stats
-from onelora.reporting.tables import TableResult, value_decimals, fmt_num, markdown_table
+from onelora.reporting.tables import TableResult
+from onelora.reporting.writing import fmt_num, markdown_table
 
 
 def _ranking(rows: list[dict], key: str, direction: str) -> list[str]:
     """Method names, best first."""
     ordered = sorted(rows, key=lambda r: r[key], reverse=direction != "min")
-    return [r["method"] for r in ordered]
+    return [r["label"] for r in ordered]
 
 
 def ranking_lines(rows: list[dict]) -> list[str]:
@@ -41,11 +42,11 @@ def ranking_lines(rows: list[dict]) -> list[str]:
 
 
 def _verdict_line(r: dict) -> str:
-    dec = value_decimals(r["metric"], r.get("paper_mean_str"))
+    dec = r["mean_decimals"]
     sigma = "" if r["diff_in_paper_std"] is None else f", {r['diff_in_paper_std']:+.1f} paper std"
     where = f"{r['setting']} " if r["setting"] else ""
     return (
-        f"{where}{r['method']} {r['metric']}: ours {fmt_num(r['ours_mean'], dec)} (n={r['ours_n']}) vs paper "
+        f"{where}{r['label']} {r['metric']}: ours {fmt_num(r['ours_mean'], dec)} (n={r['ours_n']}) vs paper "
         f"{r['paper_mean_str']}, diff {r['diff']:+.3g}{sigma}, tolerance {r['tolerance']:.3g}"
     )
 
@@ -77,18 +78,22 @@ def table_section(table: TableResult, files: list[str]) -> list[str]:
             line += f" ({x4} of them as 4x ours, the paper's data-parallel sum)"
         if mismatched:
             line += "; differ: " + ", ".join(
-                f"{r['method']} (ours {r['ours_params_str']} vs paper {r['paper_params_str']})" for r in mismatched
+                f"{r['label']} (ours {r['ours_params_str']} vs paper {r['paper_params_str']})" for r in mismatched
             )
         out.append(line + ".")
     if table.problems:
-        counts: dict[str, int] = {}
-        for _, run in table.problems:
-            counts[run.status] = counts.get(run.status, 0) + 1
-        desc = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        out.append(f"- Runs not averaged: {desc} (listed in {table.slug}.md).")
+        out.append(f"- Runs not averaged: {_problem_counts(table)} (listed in {table.slug}.md).")
     out += ranking_lines(rows)
     out.append("")
     return out
+
+
+def _problem_counts(table: TableResult) -> str:
+    """"1 failed, 2 completed, metric not finite (nan)": the runs a table could not average, by reason."""
+    counts: dict[str, int] = {}
+    for p in table.problems:
+        counts[p.reason] = counts.get(p.reason, 0) + 1
+    return ", ".join(f"{n} {why}" for why, n in sorted(counts.items()))
 
 
 def overview(paper_tables: list[TableResult]) -> str:
@@ -102,9 +107,11 @@ def overview(paper_tables: list[TableResult]) -> str:
             sum(r["agreement"] == stats.AGREE for r in have),
             sum(r["agreement"] in (stats.BETTER, stats.WORSE) for r in have),
             len(t.rows) - len(have),
-            sum(run.status == "failed" for _, run in t.problems),
+            len(t.problems),
         ])
-    return markdown_table(["table", "paper rows", "with runs", "agree", "disagree", "missing", "failed runs"], body)
+    return markdown_table(
+        ["table", "paper rows", "with runs", "agree", "disagree", "missing", "runs not averaged"], body
+    )
 
 
 def write_summary(
@@ -113,14 +120,18 @@ def write_summary(
     files: dict[str, list[str]],
     n_records: int,
     source: str,
+    s1: TableResult | None = None,
 ) -> str:
-    """The text of ``summary.md``; ``files`` maps a table slug to the files written for it."""
+    """The text of ``summary.md``; ``files`` maps a table slug to the files written for it;
+    ``s1`` is our Table S1 (1LoRA vs random compression), summarised at the end."""
     lines = [
         "# 1LoRA reproduction: our runs vs the paper",
         "",
         f"Source: {source}; records read: {n_records}.",
         "",
-        "Agreement rule: ours (mean over completed seeds; metric.test, else metric.best_val) agrees with "
+        "Ours: the test metric of the best validation round's weights (metric.test), mean over completed "
+        "seeds with a finite value; failed, running, interrupted and non-finite runs are never averaged, "
+        "only counted and listed. Agreement rule: ours agrees with "
         f"the paper when |ours − paper| ≤ max({stats.N_STD:g} × the paper's std, {stats.REL_TOL:.0%} of the "
         "paper's value, half a unit of the paper's last printed digit). The relative floor is there because "
         "the paper's stds over 4 seeds are often far below any hardware/library difference; the printing "
@@ -141,7 +152,22 @@ def write_summary(
         n_runs = sum(r["ours_n"] for r in t.rows)
         lines.append(
             f"- {t.title}: {len(t.rows)} method row(s), {len(have)} with completed runs ({n_runs} runs); "
-            f"runs not averaged: {len(t.problems)}. Files: {', '.join(files.get(t.slug, []))}."
+            f"runs not averaged: {len(t.problems)}{' (' + _problem_counts(t) + ')' if t.problems else ''}. "
+            f"Files: {', '.join(files.get(t.slug, []))}."
         )
     lines.append("")
+    if s1 is not None:
+        lines += ["# Table S1 of ours: 1LoRA vs a random compression vector (table_S1_ours.md)", ""]
+        lines += [s1_line(r) for r in s1.rows] or ["No onelora_random runs yet.", ""]
+        lines.append("")
     return "\n".join(lines)
+
+
+def s1_line(r: dict) -> str:
+    """One setting of our Table S1: which compression scored better, by how much, and the paper's."""
+    dec = r["mean_decimals"]
+    ours = ("no 1LoRA runs" if r["ours_diff"] is None else
+            f"1LoRA {fmt_num(r['ours_onelora_mean'], dec)} (n={r['ours_onelora_n']}) vs random "
+            f"{fmt_num(r['ours_random_mean'], dec)} (n={r['ours_random_n']}), random − 1LoRA {r['ours_diff']:+.{dec}f}")
+    paper = "no paper row" if r["paper_diff"] is None else f"paper random − 1LoRA {r['paper_diff']:+.{dec}f}"
+    return f"- {r['setting']} ({r['task']}, {r['model']}, {r['metric']}): {ours}; {paper}."

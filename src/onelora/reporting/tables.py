@@ -4,19 +4,17 @@ A run belongs to a paper row when its normalised (paper.task, paper.source, pape
 model, method) equals the row's; the experiment name does not matter, so one CIFAR-10 1LoRA
 run counts in every table that prints that row (S9 and S12 share rows, as the paper does).
 Runs with a ``run_tag`` are variants and are never averaged into a paper row. Everything that
-matches no paper row goes into "ours only" tables grouped by task/model.
-Rows without runs say "missing"; failed and running runs are counted and listed, never
-averaged.
+matches no paper row goes into "ours only" tables grouped by (paper task, model).
+Rows without runs say "missing"; failed, running and non-finite runs are counted and listed,
+never averaged. :mod:`onelora.reporting.writing` turns the tables into Markdown and CSV.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
@@ -24,19 +22,21 @@ import pandas as pd
 from onelora.reporting import stats
 from onelora.reporting.paper import (
     A100_BYTES,
+    OURS_DECIMALS,
+    STD_DECIMALS,
     TABLE_NOTES,
     TableSpec,
     format_params,
+    method_label,
     norm_key,
     norm_method,
+    norm_metric,
+    paper_value_decimals,
     printed_decimals,
 )
 from onelora.reporting.records import Run
 
 GIB = 2**30
-
-#: decimals for our means, per metric (at least as many as the paper printed)
-DECIMALS = {"accuracy": 2, "rmse": 3, "absrel": 4, "val_loss": 4, "fid": 2}
 
 #: methods in the order "ours only" tables list them (others follow alphabetically)
 METHOD_ORDER = (
@@ -46,55 +46,73 @@ METHOD_ORDER = (
     "onelora+bias+gamma+norms", "full",
 )
 
-PAPER_COLUMNS = [
-    "table", "setting", "method", "metric", "direction", "status",
-    "ours_n", "ours_mean", "ours_std", "ours_failed", "ours_running", "ours_no_value",
-    "paper_mean", "paper_std", "diff", "diff_in_paper_std", "tolerance", "agreement",
-    "time_unit", "ours_time", "paper_time",
-    "ours_memory_gb", "ours_memory_pct", "ours_memory_device", "paper_memory_pct", "paper_memory_gb",
-    "ours_params", "ours_params_str", "ours_params_kind", "paper_params", "paper_params_str",
-    "params_match", "runs",
-]
-OURS_COLUMNS = [
-    "group", "experiment", "task", "model", "setting", "method", "metric", "direction", "status",
-    "ours_n", "ours_mean", "ours_std", "ours_failed", "ours_running", "ours_no_value",
-    "time_unit", "ours_time", "ours_memory_gb", "ours_memory_pct", "ours_memory_device",
-    "ours_params", "ours_params_str", "ours_params_kind", "runs",
-]
+#: settings in the order the paper's Table 2 prints them; others follow alphabetically
+SETTING_ORDER = ("KITTI → NYU", "NYU → KITTI", "KITTI → DIODE_outdoor", "NYU → DIODE_outdoor")
+
+#: how each memory figure is named in tables and plots
+MEMORY_KINDS = {
+    "cuda": "accelerator peak",
+    "model": "params + grads + optimizer + activations",
+    "rss": "CPU RSS, not comparable",
+}
 
 
 # ---------------------------------------------------------------- aggregation over seeds
 @dataclass
+class Problem:
+    """A run a row could not average, and why."""
+
+    row: str
+    run: Run
+    reason: str
+
+
+@dataclass
 class Aggregate:
-    """Our runs for one row: completed ones averaged, the rest only counted and listed."""
+    """Our runs for one row: completed ones with a finite value averaged, the rest only listed."""
 
     values: list[float] = field(default_factory=list)
     used: list[Run] = field(default_factory=list)
-    failed: list[Run] = field(default_factory=list)
-    running: list[Run] = field(default_factory=list)
-    no_value: list[Run] = field(default_factory=list)
+    failed: list[tuple[Run, str]] = field(default_factory=list)
+    running: list[tuple[Run, str]] = field(default_factory=list)
+    no_value: list[tuple[Run, str]] = field(default_factory=list)
 
     @property
     def stats(self) -> tuple[float | None, float | None, int]:
         return stats.mean_std(self.values)
 
-    def _mean_of(self, attr: str) -> float | None:
-        vals = [getattr(r, attr) for r in self.used]
-        vals = [v for v in vals if v is not None]
-        return math.fsum(vals) / len(vals) if vals else None
+    @property
+    def time(self) -> tuple[float | None, float | None]:
+        """(mean, std) of the time to the best validation round (or fit time, older records)."""
+        mean, std, _ = stats.mean_std([t for r in self.used if (t := r.time_s) is not None])
+        return mean, std
 
     @property
-    def time_s(self) -> float | None:
-        return self._mean_of("time_s")
+    def time_kind(self) -> str:
+        return "/".join(sorted({r.time_kind for r in self.used if r.time_s is not None}))
 
     @property
-    def memory_bytes(self) -> float | None:
-        return self._mean_of("memory_bytes")
+    def older_records(self) -> int:
+        """Runs whose record predates the best-round fields (final weights' metric, fit time)."""
+        return sum(not r.best_round for r in self.used)
+
+    @property
+    def memory(self) -> tuple[float | None, str, dict[str, float]]:
+        """(mean bytes, kind, mean parts) over the runs with the most comparable kind of figure;
+        runs with another kind are left out of the mean, never mixed in."""
+        for kind in MEMORY_KINDS:
+            runs = [r for r in self.used if r.memory_kind == kind]
+            if runs:
+                mean = math.fsum(r.memory_bytes for r in runs) / len(runs)
+                parts = {k: math.fsum(r.memory_parts.get(k, 0.0) for r in runs) / len(runs)
+                         for k in runs[0].memory_parts} if kind == "model" else {}
+                label = kind if len(runs) == len(self.used) else f"{kind} ({len(runs)} of {len(self.used)} runs)"
+                return mean, label, parts
+        return None, "", {}
 
     @property
     def memory_device(self) -> str:
-        devices = sorted({r.memory_device for r in self.used if r.memory_device})
-        return "/".join(devices)
+        return "/".join(sorted({r.memory_device for r in self.used if r.memory_device}))
 
     @property
     def params(self) -> float | None:
@@ -107,78 +125,40 @@ class Aggregate:
 
     @property
     def params_kind(self) -> str:
-        kinds = sorted({r.reported_params_kind for r in self.used})
-        return "/".join(kinds)
+        return "/".join(sorted({r.reported_params_kind for r in self.used}))
 
     @property
-    def problems(self) -> list[Run]:
+    def problems(self) -> list[tuple[Run, str]]:
         return self.failed + self.running + self.no_value
 
 
 def aggregate(runs: Iterable[Run], metric: str | None) -> Aggregate:
-    """Split ``runs`` by status; average the completed ones that have a value for ``metric``."""
+    """Split ``runs`` by status; average the completed ones that have a finite value for ``metric``.
+
+    Never averaged: failed runs, running ones, any other status (interrupted, unknown), and
+    completed runs whose value is missing or not finite (a diverged run's NaN)."""
     agg = Aggregate()
     for run in runs:
-        if run.status == "failed":
-            agg.failed.append(run)
-        elif run.status == "running":
-            agg.running.append(run)
+        if run.status == "running":
+            agg.running.append((run, "running"))
         elif not run.completed:
-            agg.failed.append(run)  # unknown status: not trusted, reported with the failures
+            agg.failed.append((run, run.status))
+        elif (problem := run.value_problem(metric)) is not None:
+            agg.no_value.append((run, f"completed, metric {problem}"))
         else:
-            value = run.value(metric)
-            if value is None:
-                agg.no_value.append(run)
-            else:
-                agg.values.append(value)
-                agg.used.append(run)
+            agg.values.append(run.value(metric))
+            agg.used.append(run)
     return agg
 
 
-# ---------------------------------------------------------------- formatting
-def _isnan(x: Any) -> bool:
+def is_missing(x: Any) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
-
-
-def fmt_num(x: Any, decimals: int) -> str:
-    return "—" if _isnan(x) else f"{float(x):.{decimals}f}"
-
-
-def fmt_std(x: Any) -> str:
-    return f"{float(x):.2g}"
-
-
-def fmt_mean_std(mean: Any, std: Any, decimals: int, n: int | None = None) -> str:
-    if _isnan(mean):
-        return "—"
-    s = fmt_num(mean, decimals)
-    if not _isnan(std):
-        s += f" ± {fmt_std(std)}"
-    if n is not None:
-        s += f" (n={n})"
-    return s
 
 
 def time_in(seconds: float | None, unit: str) -> float | None:
     if seconds is None:
         return None
     return seconds / 3600.0 if unit == "h" else seconds if unit == "s" else seconds / 60.0
-
-
-def fmt_time(t: Any, unit: str, as_printed: bool = False) -> str:
-    if _isnan(t):
-        return "—"
-    if as_printed:  # the paper's own value: as it printed it
-        return f"{float(t):g} {unit}"
-    return f"{float(t):.1f} {unit}" if unit == "h" or float(t) < 100 else f"{float(t):.0f} {unit}"
-
-
-def fmt_memory(gb: Any, pct: Any, device: str) -> str:
-    if _isnan(gb):
-        return "—"
-    if not _isnan(pct):
-        return f"{float(gb):.2f} GB ({float(pct):.0f}%)"
-    return f"{float(gb):.2f} GB ({device or '?'})"
 
 
 def params_match(ours: float | None, paper_str: str | None) -> str:
@@ -193,30 +173,30 @@ def params_match(ours: float | None, paper_str: str | None) -> str:
     return "no"
 
 
-def value_decimals(metric: str, paper_str: str | None = None) -> int:
-    dec = DECIMALS.get(metric, 4)
-    printed = printed_decimals(paper_str)
-    return max(dec, printed + 1) if printed is not None else dec
+def mean_decimals(metric: str) -> int:
+    """Decimals for our means of ``metric`` (``OURS_DECIMALS``; 4 for a metric the paper lacks)."""
+    return OURS_DECIMALS.get(norm_metric(metric), 4)
 
 
-def _ours_cell(row: dict, decimals: int) -> str:
-    extra = []
-    if row["ours_failed"]:
-        extra.append(f"{row['ours_failed']} failed")
-    if row["ours_running"]:
-        extra.append(f"{row['ours_running']} running")
-    if row["ours_no_value"]:
-        extra.append(f"{row['ours_no_value']} without value")
-    tail = f" ({', '.join(extra)})" if extra else ""
-    if row["status"] == "missing":
-        return "missing" + tail
-    return fmt_mean_std(row["ours_mean"], row["ours_std"], decimals, row["ours_n"]) + tail
+def std_decimals(metric: str) -> int:
+    """Decimals for our stds: as the paper prints this metric's stds (``STD_DECIMALS``)."""
+    return STD_DECIMALS.get(norm_metric(metric), 4)
+
+
+def _memory_fields(agg: Aggregate) -> dict[str, Any]:
+    mem, kind, parts = agg.memory
+    return {
+        "ours_memory_gb": None if mem is None else mem / GIB,
+        "ours_memory_pct": (100.0 * mem / A100_BYTES) if mem is not None and kind.startswith("cuda") else None,
+        "ours_memory_device": agg.memory_device,
+        "ours_memory_kind": kind,
+        "ours_memory_parts_gb": {k: v / GIB for k, v in parts.items()},
+    }
 
 
 def _ours_fields(agg: Aggregate, time_unit: str) -> dict[str, Any]:
     mean, std, n = agg.stats
-    mem = agg.memory_bytes
-    device = agg.memory_device
+    t_mean, t_std = agg.time
     params = agg.params
     return {
         "status": "ok" if n else "missing",
@@ -226,11 +206,12 @@ def _ours_fields(agg: Aggregate, time_unit: str) -> dict[str, Any]:
         "ours_failed": len(agg.failed),
         "ours_running": len(agg.running),
         "ours_no_value": len(agg.no_value),
+        "ours_older_records": agg.older_records,
         "time_unit": time_unit,
-        "ours_time": time_in(agg.time_s, time_unit),
-        "ours_memory_gb": None if mem is None else mem / GIB,
-        "ours_memory_pct": (100.0 * mem / A100_BYTES) if mem is not None and device == "cuda" else None,
-        "ours_memory_device": device,
+        "time_kind": agg.time_kind,
+        "ours_time": time_in(t_mean, time_unit),
+        "ours_time_std": time_in(t_std, time_unit),
+        **_memory_fields(agg),
         "ours_params": params,
         "ours_params_str": format_params(params) + ("" if agg.params_consistent else " (differs across seeds)"),
         "ours_params_kind": agg.params_kind,
@@ -288,32 +269,46 @@ class TableResult:
     title: str
     slug: str
     rows: list[dict[str, Any]]
-    problems: list[tuple[str, Run]]  # (row label, run)
+    problems: list[Problem]
     notes: list[str] = field(default_factory=list)
 
     @property
     def is_paper(self) -> bool:
         return self.spec is not None
 
+    @property
+    def columns(self) -> list[tuple[str, str]]:
+        """The (setting, metric) columns of the paper's wide layout, in order of appearance."""
+        seen: list[tuple[str, str]] = []
+        for r in self.rows:
+            if (r["setting"], r["metric"]) not in seen:
+                seen.append((r["setting"], r["metric"]))
+        return seen
+
 
 def build_paper_table(spec: TableSpec, paper_rows: pd.DataFrame, index: RunIndex) -> TableResult:
     """Rows of one paper table, each with our aggregate next to the paper's numbers."""
     rows: list[dict[str, Any]] = []
-    problems: list[tuple[str, Run]] = []
+    problems: list[Problem] = []
     for _, p in paper_rows.iterrows():
         runs = index.lookup(paper_key(p))
         agg = aggregate(runs, p["metric"])
+        mean_dec = paper_value_decimals(p["mean_str"], p["metric"])
         row: dict[str, Any] = {
             "table": spec.id,
             "setting": p["setting"],
             "method": p["method"],
+            "label": method_label(p["method"]),
             "metric": p["metric"],
             "direction": p["direction"],
+            "paper_mean_decimals": mean_dec,
+            "paper_std_decimals": printed_decimals(p["std_str"]) or 0,  # each std as the paper printed it
+            "mean_decimals": mean_decimals(p["metric"]),
+            "std_decimals": std_decimals(p["metric"]),
         }
         row.update(_ours_fields(agg, p["time_unit"]))
-        paper_mean = None if _isnan(p["mean"]) else float(p["mean"])
-        paper_std = None if _isnan(p["std"]) else float(p["std"])
-        dec_printed = printed_decimals(p["mean_str"])
+        paper_mean = None if is_missing(p["mean"]) else float(p["mean"])
+        paper_std = None if is_missing(p["std"]) else float(p["std"])
         mean = row["ours_mean"]
         diff = None if mean is None or paper_mean is None else mean - paper_mean
         row.update(
@@ -321,13 +316,14 @@ def build_paper_table(spec: TableSpec, paper_rows: pd.DataFrame, index: RunIndex
                 "paper_mean": paper_mean,
                 "paper_std": paper_std,
                 "paper_mean_str": p["mean_str"],
+                "paper_quoted": bool(p.get("quoted", False)),
                 "diff": diff,
                 "diff_in_paper_std": (diff / paper_std) if diff is not None and paper_std else None,
-                "tolerance": None if paper_mean is None else stats.tolerance(paper_mean, paper_std, dec_printed),
-                "agreement": stats.agreement(mean, paper_mean, paper_std, dec_printed, p["direction"]),
-                "paper_time": None if _isnan(p["time"]) else float(p["time"]),
-                "paper_memory_pct": None if _isnan(p["memory_pct"]) else float(p["memory_pct"]),
-                "paper_params": p["params"] if not _isnan(p["params"]) else None,
+                "tolerance": None if paper_mean is None else stats.tolerance(paper_mean, paper_std, mean_dec),
+                "agreement": stats.agreement(mean, paper_mean, paper_std, mean_dec, p["direction"]),
+                "paper_time": None if is_missing(p["time"]) else float(p["time"]),
+                "paper_memory_pct": None if is_missing(p["memory_pct"]) else float(p["memory_pct"]),
+                "paper_params": p["params"] if not is_missing(p["params"]) else None,
                 "paper_params_str": p["params_str"] or "",
                 "params_match": params_match(row["ours_params"], p["params_str"]),
             }
@@ -336,8 +332,8 @@ def build_paper_table(spec: TableSpec, paper_rows: pd.DataFrame, index: RunIndex
             None if row["paper_memory_pct"] is None else row["paper_memory_pct"] / 100.0 * A100_BYTES / GIB
         )
         rows.append(row)
-        label = f"{p['setting']} {p['method']} {p['metric']}"
-        problems.extend((label, r) for r in agg.problems)
+        label = f"{p['setting']} {row['label']} {p['metric']}"
+        problems.extend(Problem(label, run, reason) for run, reason in agg.problems)
     return TableResult(spec, f"{spec.name}: {spec.title}", spec.slug, rows, problems, TABLE_NOTES.get(spec.id, []))
 
 
@@ -354,167 +350,115 @@ def _method_rank(method: str) -> tuple[int, str]:
         return len(METHOD_ORDER), method
 
 
+def _setting_rank(setting: str) -> tuple[int, str]:
+    return (SETTING_ORDER.index(setting), setting) if setting in SETTING_ORDER else (len(SETTING_ORDER), setting)
+
+
+def _extra_metrics(runs: Iterable[Run]) -> list[str]:
+    """The ``metric.extra`` names the runs recorded (e.g. abs_rel for depth), sorted."""
+    names: set[str] = set()
+    for run in runs:
+        extra = (run.record.get("metric") or {}).get("extra") or {}
+        names.update(str(k) for k in extra)
+    return sorted(names)
+
+
 def build_ours_tables(runs: Iterable[Run]) -> list[TableResult]:
-    """Tables for runs no paper row took, one per task/model, one row per method.
+    """Tables for runs no paper row took, one per (paper task, model), one row per setting x
+    method x metric (the main metric and every ``metric.extra`` one, e.g. depth's AbsRel).
 
     Not split by experiment: grids share runs (a run already done for one grid is skipped, not
-    repeated, by the next), so the same task/model/method/seed belongs in one row."""
-    groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
+    repeated, by the next), so the same task/model/method/seed belongs in one row. The depth
+    transfers of one model land in one table whose wide layout is Table 2's."""
+    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for run in runs:
-        groups[("all", run.task or "none", run.model or "none")].append(run)
+        groups[(norm_key(run.paper.get("task")) or run.task or "none", run.model or "none")].append(run)
     tables = []
-    for (exp, task, model), group in sorted(groups.items()):
-        by_method: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
+    for (family, model), group in sorted(groups.items()):
+        tasks = sorted({r.task or "none" for r in group})
+        name_task = tasks[0] if len(tasks) == 1 else family
+        by_method: dict[tuple[str, str], list[Run]] = defaultdict(list)
         for run in group:
-            by_method[(run.setting, run.label, run.metric_name)].append(run)
+            key = norm_method(run.method) + (f" [{run.run_tag}]" if run.run_tag else "")
+            by_method[(run.setting, key)].append(run)
         rows, problems = [], []
-        name = f"task {task} · model {model}"
+        name = f"task {', '.join(tasks)} · model {model}"
         # seconds for small runs (the digits grids), minutes as the paper otherwise
         times = [t for r in group if (t := r.time_s) is not None]
         unit = "s" if times and max(times) < 120 else "min"
-        for setting, label, metric in sorted(by_method, key=lambda k: (k[0], _method_rank(k[1]), k[2])):
-            mruns = by_method[(setting, label, metric)]
-            agg = aggregate(mruns, None)
-            row = {
-                "group": name,
-                "experiment": exp,
-                "task": task,
-                "model": model,
-                "setting": setting,
-                "method": label,
-                "metric": metric,
-                "direction": next((r.direction for r in mruns if r.direction), ""),
-            }
-            row.update(_ours_fields(agg, unit))
-            rows.append(row)
-            problems.extend((f"{setting} {label}", r) for r in agg.problems)
-        slug = "ours_" + _slug(f"{task}_{model}")
+        for setting, method in sorted(by_method, key=lambda k: (_setting_rank(k[0]), _method_rank(k[1]))):
+            mruns = by_method[(setting, method)]
+            main = next((r.metric_name for r in mruns if r.metric_name), "")
+            direction = next((r.direction for r in mruns if r.direction), "")
+            for metric in [main, *_extra_metrics(mruns)]:
+                agg = aggregate(mruns, None if metric == main else metric)
+                label = mruns[0].label
+                row = {
+                    "group": name,
+                    "task": ",".join(sorted({r.task or "" for r in mruns})),
+                    "model": model,
+                    "setting": setting,
+                    "method": method,
+                    "label": label,
+                    "metric": metric,
+                    "main": metric == main,
+                    # an extra metric (AbsRel) is an error measure like the main one (RMSE) it comes with
+                    "direction": direction,
+                    "mean_decimals": mean_decimals(metric),
+                    "std_decimals": std_decimals(metric),
+                }
+                row.update(_ours_fields(agg, unit))
+                rows.append(row)
+                problems.extend(Problem(f"{setting} {label} {metric}", r, why) for r, why in agg.problems)
+        slug = "ours_" + _slug(f"{name_task}_{model}")
         tables.append(TableResult(None, f"Ours only: {name}", slug, rows, problems))
     return tables
 
 
-# ---------------------------------------------------------------- writing
-def _md_escape(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(header: list[str], body: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(_md_escape(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in body]
-    return "\n".join(lines)
-
-
-def _multi(rows: list[dict], key: str) -> bool:
-    return len({r[key] for r in rows}) > 1
-
-
-def paper_markdown(table: TableResult) -> str:
-    rows = table.rows
-    show_setting, show_metric = _multi(rows, "setting"), _multi(rows, "metric")
-    header = (["setting"] if show_setting else []) + ["method"] + (["metric"] if show_metric else [])
-    header += [
-        "ours (mean ± std, n)", "paper (mean ± std)", "ours − paper", "agreement",
-        "time ours", "time paper", "memory ours", "memory paper",
-        "params ours", "params paper", "params match",
+# ---------------------------------------------------------------- Table S1 of ours
+def build_s1_table(runs: Iterable[Run], paper_rows: pd.DataFrame) -> TableResult:
+    """1LoRA vs a random compression vector (Table S1) for every task/model/setting where we ran
+    ``onelora_random``, beside the paper's S1 row of the same setting (whatever its model)."""
+    by_setting: dict[tuple[str, str, str], dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        method = norm_method(run.method)
+        if method in ("onelora", "onelora_random") and not run.run_tag:
+            by_setting[(run.task or "", run.model, run.setting)][method].append(run)
+    paper_s1 = paper_rows[paper_rows["table"] == "S1"]
+    paper_by_setting = {
+        (norm_key(r["source"]), norm_key(r["target"]), r["method"]): r for _, r in paper_s1.iterrows()
+    }
+    rows, problems = [], []
+    for (task, model, setting), methods in sorted(by_setting.items()):
+        if "onelora_random" not in methods:
+            continue
+        first = (methods.get("onelora_random") or methods.get("onelora"))[0]
+        metric = first.metric_name
+        src, tgt = norm_key(first.paper.get("source")), norm_key(first.paper.get("target"))
+        ones, rand = aggregate(methods.get("onelora", []), None), aggregate(methods["onelora_random"], None)
+        problems += [Problem(f"{setting} {r.label}", r, why) for r, why in ones.problems + rand.problems]
+        (om, osd, on), (rm, rsd, rn) = ones.stats, rand.stats
+        p_one, p_rand = paper_by_setting.get((src, tgt, "onelora")), paper_by_setting.get((src, tgt, "onelora_random"))
+        rows.append({
+            "task": task, "model": model, "setting": setting, "metric": metric, "direction": first.direction,
+            "ours_onelora_n": on, "ours_onelora_mean": om, "ours_onelora_std": osd,
+            "ours_random_n": rn, "ours_random_mean": rm, "ours_random_std": rsd,
+            "ours_diff": None if om is None or rm is None else rm - om,
+            "paper_onelora_mean": None if p_one is None else float(p_one["mean"]),
+            "paper_onelora_std": None if p_one is None else float(p_one["std"]),
+            "paper_random_mean": None if p_rand is None else float(p_rand["mean"]),
+            "paper_random_std": None if p_rand is None else float(p_rand["std"]),
+            "paper_diff": None if p_one is None or p_rand is None else float(p_rand["mean"]) - float(p_one["mean"]),
+            "paper_model": "" if p_one is None else p_one["model"],
+            "mean_decimals": mean_decimals(metric), "std_decimals": std_decimals(metric),
+        })
+    notes = [
+        "Ours: every task/model/setting with onelora_random runs (experiment table_s1), its 1LoRA runs "
+        "beside it; 'random − 1LoRA' > 0 means the random vector scored higher (better for accuracy, "
+        "worse for an error such as RMSE).",
+        "Paper: Table S1's row for the same source → target setting, when there is one; its model may "
+        "differ from ours (paper_model).",
     ]
-    body = []
-    for r in rows:
-        dec = value_decimals(r["metric"], r.get("paper_mean_str"))
-        diff = "—"
-        if r["diff"] is not None:
-            diff = f"{r['diff']:+.3g}"
-            if r["diff_in_paper_std"] is not None:
-                diff += f" ({r['diff_in_paper_std']:+.1f}σ)"
-        paper = "—" if r["paper_mean"] is None else r["paper_mean_str"]
-        if r["paper_std"] is not None:
-            paper += f" ± {r['paper_std']:.3g}"
-        mem_paper = "—" if r["paper_memory_pct"] is None else f"{r['paper_memory_pct']:.0f}% ({r['paper_memory_gb']:.1f} GB)"
-        cells = ([r["setting"]] if show_setting else []) + [r["method"]] + ([r["metric"]] if show_metric else [])
-        cells += [
-            _ours_cell(r, dec), paper, diff, r["agreement"] or "—",
-            fmt_time(r["ours_time"], r["time_unit"]), fmt_time(r["paper_time"], r["time_unit"], as_printed=True),
-            fmt_memory(r["ours_memory_gb"], r["ours_memory_pct"], r["ours_memory_device"]), mem_paper,
-            r["ours_params_str"] or "—", r["paper_params_str"] or "—", r["params_match"],
-        ]
-        body.append(cells)
-    parts = [f"# {table.title}", ""]
-    if table.spec is not None and table.spec.figure:
-        parts += [f"Paper figure: {table.spec.figure}.", ""]
-    if not show_setting and rows:
-        parts += [f"Setting: {rows[0]['setting']}; metric: {rows[0]['metric']} "
-                  f"({'lower' if rows[0]['direction'] == 'min' else 'higher'} is better).", ""]
-    parts += [markdown_table(header, body), ""]
-    parts += _footer(table)
-    return "\n".join(parts)
+    return TableResult(None, "Table S1 (ours): 1LoRA vs a random compression vector", "table_S1_ours",
+                       rows, problems, notes)
 
-
-def ours_markdown(table: TableResult) -> str:
-    rows = table.rows
-    show_setting = _multi(rows, "setting")
-    header = (["setting"] if show_setting else []) + [
-        "method", "metric", "ours (mean ± std, n)", "time", "memory", "params", "params kind",
-    ]
-    body = []
-    for r in rows:
-        dec = value_decimals(r["metric"])
-        cells = ([r["setting"]] if show_setting else []) + [
-            r["method"], r["metric"] or "—", _ours_cell(r, dec), fmt_time(r["ours_time"], r["time_unit"]),
-            fmt_memory(r["ours_memory_gb"], r["ours_memory_pct"], r["ours_memory_device"]),
-            r["ours_params_str"] or "—", r["ours_params_kind"] or "—",
-        ]
-        body.append(cells)
-    parts = [f"# {table.title}", ""]
-    if rows and not show_setting and rows[0]["setting"]:
-        parts += [f"Setting: {rows[0]['setting']}.", ""]
-    parts += [markdown_table(header, body), ""]
-    parts += _footer(table)
-    return "\n".join(parts)
-
-
-def _footer(table: TableResult) -> list[str]:
-    parts: list[str] = []
-    if table.problems:
-        parts += ["## Runs not averaged", ""]
-        parts += [
-            markdown_table(
-                ["row", "status", "seed", "record", "error"],
-                [
-                    [label, run.status if run.status != "completed" else "completed, no metric value",
-                     run.seed, run.path, str(run.record.get("error") or "")[:200]]
-                    for label, run in table.problems
-                ],
-            ),
-            "",
-        ]
-    notes = list(table.notes)
-    if table.is_paper:
-        notes.append(
-            f"Agreement: |ours − paper| ≤ max({stats.N_STD:g} × paper std, {stats.REL_TOL:.0%} of the "
-            "paper value, half a unit of the paper's last printed digit); otherwise 'better'/'worse'."
-        )
-    notes.append(
-        "Ours: mean ± sample std (ddof=1) over seeds, completed runs only; value = metric.test, else "
-        "metric.best_val. Time = fit wall time; memory = peak, GB = 2^30 bytes, % of a 40 GB A100 "
-        "(cuda only); params = the count the model config selects (adapter or trainable)."
-    )
-    parts += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
-    return parts
-
-
-def write_table(table: TableResult, out: Path) -> list[Path]:
-    """``<slug>.md`` and ``<slug>.csv`` in ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    md = out / f"{table.slug}.md"
-    md.write_text(paper_markdown(table) if table.is_paper else ours_markdown(table))
-    path_csv = out / f"{table.slug}.csv"
-    write_csv(table.rows, PAPER_COLUMNS if table.is_paper else OURS_COLUMNS, path_csv)
-    return [md, path_csv]
-
-
-def write_csv(rows: list[dict], columns: list[str], path: Path) -> Path:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in columns})
-    return path

@@ -1,77 +1,94 @@
-"""What every task shares: the optimizer over the trainable parameters, the schedule,
-adapter-only checkpoints and the best validation metric (kept across resumes)."""
+"""What every task's LightningModule shares: the optimizer over the trainable parameters (built
+from the task's ``optimizer`` / ``scheduler`` partials), a loss that must stay finite, and
+adapter-only checkpoints (only trainable tensors are saved)."""
 
 from __future__ import annotations
 
+import inspect
+import math
 import re
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import lightning as L
 import torch
 from torch import nn
 
 from ..adapters import trainable_state
-from .schedules import build_schedule
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite: the run stops and is recorded as failed."""
 
 
 class FineTuneModule(L.LightningModule):
+    """Base of every task module.
+
+    ``optimizer`` is a partial taking the parameter groups (``torch.optim.AdamW`` with its settings,
+    or any other optimizer by config); ``scheduler`` a partial taking the optimizer, given
+    ``total_steps`` and ``max_lr`` when its signature has them. ``lr_scales`` maps a regex on
+    parameter names to a learning-rate multiplier (Depth Anything trains its encoder at lr / 50).
+    ``metric`` is the task's metric declaration (name, direction, val_key, test_key, extra).
+    """
+
     def __init__(
         self,
         model: nn.Module,
         *,
-        optim: Mapping[str, Any],
-        schedule: Mapping[str, Any] | None = None,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
         metric: Mapping[str, Any],
+        lr_scales: Mapping[str, float] | None = None,
     ):
         super().__init__()
         self.model = model
-        self.optim_cfg = dict(optim)
-        self.schedule_cfg = dict(schedule or {})
-        self.metric_cfg = dict(metric)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.metric = dict(metric)
+        self.lr_scales = dict(lr_scales or {})
         self.strict_loading = False  # checkpoints hold only the trainable tensors
-        self.best_val: float | None = None
-        self.last_val: float | None = None
 
     # -- optimisation -------------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
-        """Trainable parameters, grouped by ``optim.lr_scales`` (regex on the name -> lr multiplier)."""
-        lr = float(self.optim_cfg["lr"])
-        scales = dict(self.optim_cfg.get("lr_scales") or {})
+        """Trainable parameters, one group per ``lr_scales`` multiplier (first matching regex)."""
         groups: dict[float, list[nn.Parameter]] = {}
         for name, param in self.model.named_parameters():
-            if not param.requires_grad:
-                continue
-            scale = next((float(s) for pattern, s in scales.items() if re.match(pattern, name)), 1.0)
-            groups.setdefault(scale, []).append(param)
-        return [{"params": params, "lr": lr * scale} for scale, params in groups.items()]
+            if param.requires_grad:
+                scale = next((float(s) for pattern, s in self.lr_scales.items() if re.match(pattern, name)), 1.0)
+                groups.setdefault(scale, []).append(param)
+        return [{"params": params, "lr_scale": scale} for scale, params in groups.items()]
 
     def configure_optimizers(self):
-        cfg = self.optim_cfg
-        name = cfg.get("name", "adamw").lower()
-        if name != "adamw":
-            raise ValueError(f"task.optim.name: only adamw is implemented (the paper's optimizer), got {name!r}")
-        optimizer = torch.optim.AdamW(
-            self.param_groups(),
-            lr=float(cfg["lr"]),
-            weight_decay=float(cfg.get("weight_decay", 0.0)),
-            betas=tuple(cfg.get("betas", (0.9, 0.999))),
-            eps=float(cfg.get("eps", 1e-8)),
-        )
-        scheduler = build_schedule(optimizer, self.schedule_cfg, self.trainer.estimated_stepping_batches)
+        groups = self.param_groups()
+        optimizer = self.optimizer_factory([{"params": g["params"]} for g in groups])
+        for group, spec in zip(optimizer.param_groups, groups):
+            group["lr"] = group["lr"] * spec["lr_scale"]
+        if self.scheduler_factory is None:
+            return optimizer
+        offered = {"total_steps": max(1, int(self.trainer.estimated_stepping_batches)),
+                   "max_lr": [g["lr"] for g in optimizer.param_groups]}
+        scheduler = call_with_offered(self.scheduler_factory, optimizer, offered)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    # -- metric bookkeeping -------------------------------------------------------------------
-    def record_val(self, value: float) -> None:
-        self.last_val = float(value)
-        better = max if self.metric_cfg.get("direction", "max") == "max" else min
-        self.best_val = self.last_val if self.best_val is None else better(self.best_val, self.last_val)
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if loss is not None and not math.isfinite(float(loss.detach())):
+            raise NonFiniteLossError(f"non-finite loss ({float(loss.detach())}) at step {self.global_step}")
 
     # -- adapter-only checkpoints ---------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         keep = {f"model.{name}" for name in trainable_state(self.model)}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
-        checkpoint["onelora"] = {"best_val": self.best_val, "last_val": self.last_val}
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("onelora", {})
-        self.best_val, self.last_val = state.get("best_val"), state.get("last_val")
+
+def call_with_offered(factory: Callable[..., Any], first: Any, offered: Mapping[str, Any]) -> Any:
+    """``factory(first, **offered)``, passing only the offered keywords its signature takes and
+    that the config did not already set."""
+    target = getattr(factory, "func", factory)
+    bound = getattr(factory, "keywords", {}) or {}
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        params = {}
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    kwargs = {k: v for k, v in offered.items() if k not in bound and (k in params or accepts_any)}
+    return factory(first, **kwargs)

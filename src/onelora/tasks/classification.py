@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
@@ -14,11 +16,11 @@ from .base import FineTuneModule
 class ClassificationModule(FineTuneModule):
     """Cross-entropy training; accuracy in percent, as the paper's tables print it."""
 
-    def __init__(self, model: torch.nn.Module, *, num_classes: int, **kwargs: Any):
-        super().__init__(model, **kwargs)
-        self.num_classes = num_classes
-        self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
-        self.test_accuracy = MulticlassAccuracy(num_classes, average="micro")
+    def __init__(self, model: torch.nn.Module, *, num_classes: int, **base: Any):
+        super().__init__(model, **base)
+        self.num_classes = int(num_classes)
+        self.val_accuracy = MulticlassAccuracy(self.num_classes, average="micro")
+        self.test_accuracy = MulticlassAccuracy(self.num_classes, average="micro")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         out = self.model(images)
@@ -46,12 +48,25 @@ class ClassificationModule(FineTuneModule):
         self._evaluate(batch, self.val_accuracy, "val")
 
     def on_validation_epoch_end(self):
-        accuracy = self._epoch_accuracy(self.val_accuracy)
-        self.record_val(accuracy)
-        self.log("val/accuracy", accuracy, prog_bar=True, sync_dist=True)
+        self.log("val/accuracy", self._epoch_accuracy(self.val_accuracy), prog_bar=True, sync_dist=True)
 
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, self.test_accuracy, "test")
 
     def on_test_epoch_end(self):
         self.log("test/accuracy", self._epoch_accuracy(self.test_accuracy), sync_dist=True)
+
+    @torch.no_grad()
+    def artifacts(self, run_dir: Path, data: Any) -> None:
+        """``predictions/val.npz``: validation logits and labels of these (the best round's) weights,
+        for the calibration analysis (Fig. 11)."""
+        was_training = self.training
+        self.eval()
+        logits, labels = [], []
+        for images, target in data.val_dataloader():
+            logits.append(self(images.to(self.device)).float().cpu())
+            labels.append(target)
+        self.train(was_training)
+        folder = Path(run_dir) / "predictions"
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(folder / "val.npz", logits=torch.cat(logits).numpy(), labels=torch.cat(labels).numpy())

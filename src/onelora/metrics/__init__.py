@@ -1,0 +1,1 @@
+"""Losses and evaluation metrics, one module per task family."""
