@@ -3,7 +3,6 @@ LLaMA sized to that tokenizer, and the base-module arguments."""
 
 from __future__ import annotations
 
-import inspect
 from functools import partial
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import torch
 
 from onelora.data.synthetic.math import arithmetic_problems
 from onelora.data.tokenizers import trained_tokenizer
-from onelora.tasks.base import FineTuneModule
 
 METRIC = {"name": "val_loss", "direction": "min", "val_key": "val/loss", "test_key": "test/loss"}
 
@@ -37,8 +35,5 @@ def tiny_lm(vocab_size: int, seed: int = 0, **arch):
 
 
 def base_kwargs(lr: float = 1e-3) -> dict:
-    """FineTuneModule's keyword arguments, for its old (optim=dict) and new (optimizer=partial) forms."""
-    params = inspect.signature(FineTuneModule.__init__).parameters
-    if "optimizer" in params:
-        return {"optimizer": partial(torch.optim.AdamW, lr=lr), "metric": METRIC}
-    return {"optim": {"lr": lr}, "metric": METRIC}
+    """FineTuneModule's keyword arguments as the contract passes them (an optimizer partial)."""
+    return {"optimizer": partial(torch.optim.AdamW, lr=lr), "metric": METRIC}

@@ -15,7 +15,7 @@ H, I = 64, 160  # tiny width: hidden, MLP
 
 @pytest.fixture(scope="module")
 def cfg():
-    return mem.load_yaml("model", "llama2_13b")
+    return mem.model_config("llama2_13b")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_configs_resolve_defaults_and_overrides(cfg):
 
 
 def test_exact_counts_on_the_meta_device():
-    seven = mem.load_yaml("model", "llama2_7b")
+    seven = mem.model_config("llama2_7b")
     assert mem.count(seven, mem.method_spec(seven, "difffit")).trainable == 1_658_112  # the paper's counts
     onelora = mem.count(seven, mem.method_spec(seven, "onelora"))
     assert onelora.trainable == 1_359_872

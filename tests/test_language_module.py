@@ -14,9 +14,9 @@ import torch
 from omegaconf import OmegaConf
 from torch.nn import functional as F
 
-from adapter_cases import METHODS
 from language_cases import base_kwargs, problem_file, tiny_lm, tokenizer
 from onelora.adapters import MethodSpec, inject
+from onelora.methods import method_spec
 from onelora.data.math import IGNORE_INDEX, MetaMathDataModule, encode, pad_right
 from onelora.tasks.language import LanguageModule, side_by_side_markdown
 
@@ -117,6 +117,11 @@ def test_artifacts_write_the_side_by_side(tok, data, tmp_path):
     generated = ["Let me see. The answer is: " + problems[0]["response"].rsplit(": ", 1)[1], "No idea.", "x | y"]
     module.answer = lambda queries, batch_size=8: generated[: len(queries)]
     md, js = module.artifacts(tmp_path, problems=problems)
+    # from the data module, as the runner calls it: the same seeded draw
+    module.answer = lambda queries, batch_size=8: ["The answer is: 1"] * len(queries)
+    module.side_by_side, module.side_by_side_seed = 3, 1
+    md2, _ = module.artifacts(tmp_path / "run", data)
+    assert all(p["query"] in md2.read_text() for p in problems)
     rows = json.loads(js.read_text())
     assert [r["correct"] for r in rows] == [True, False, False]
     assert rows[1]["generated_answer"] is None and rows[0]["reference_answer"] == rows[0]["generated_answer"]
@@ -145,23 +150,18 @@ def _llama_model_config():
     return OmegaConf.to_container(OmegaConf.load(CONF / "model" / "llama2_7b.yaml"))
 
 
-FAMILIES = ["onelora", "lora", "vera", "dora", "mora1", "bitfit", "difffit", "norms", "lora_qkv"]
+FAMILIES = ["onelora", "lora", "vera", "dora", "mora1", "bitfit", "difffit", "norms", "lora_qkv", "head"]
 
 
 def _spec(name: str) -> MethodSpec:
-    if name == "lora_qkv":
-        settings = {**METHODS["lora"], "targets": "qkv"}
-        assert OmegaConf.load(CONF / "method" / "lora_qkv.yaml").targets == "qkv"
-    else:
-        settings = dict(METHODS[name])
-    settings.update(_llama_model_config().get("method_overrides", {}).get(name, {}))
-    return MethodSpec.from_config({"name": name, **settings})
+    """The shipped method config with the LLaMA model config's overrides (DiffFit's lm_head gamma)."""
+    return method_spec(name, **_llama_model_config().get("method_overrides", {}).get(name, {}))
 
 
 def _adapted(name: str, tok):
     model = tiny_lm(len(tok), seed=3)
     cfg = _llama_model_config()
-    inject(model, _spec(name), target_sets=cfg["target_sets"], head=cfg["head"])
+    inject(model, _spec(name), target_sets=cfg["target_sets"], head=cfg["head"], module_sets=cfg["module_sets"])
     generator = torch.Generator().manual_seed(5)
     with torch.no_grad():  # move zero-initialised adapters off their init: every part gets a gradient
         for p in model.parameters():

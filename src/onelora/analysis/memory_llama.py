@@ -67,33 +67,36 @@ PAPER_MEMORY_PCT = {
 # configs
 # -------------------------------------------------------------------------------------------------
 
-def load_yaml(group: str, name: str, conf: Path = CONF) -> dict[str, Any]:
-    """A config of ``conf/<group>/<name>.yaml`` with its same-group ``defaults`` merged in."""
+def model_config(name: str, conf: Path = CONF) -> dict[str, Any]:
+    """``conf/model/<name>.yaml`` with its same-group ``defaults`` merged in (13B over 7B)."""
     from omegaconf import OmegaConf
 
-    path = conf / group / f"{name}.yaml"
+    path = conf / "model" / f"{name}.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"no config {path}; choose from {sorted(p.stem for p in path.parent.glob('*.yaml'))}")
-    own = OmegaConf.load(path)
-    merged = OmegaConf.create()
-    for entry in own.get("defaults", []) or []:
-        merged = OmegaConf.merge(merged, own if entry == "_self_" else load_yaml(group, str(entry), conf))
-    if "_self_" not in (own.get("defaults") or []):
-        merged = OmegaConf.merge(merged, own)
-    out = OmegaConf.to_container(merged)
-    out.pop("defaults", None)
-    return out
+        raise FileNotFoundError(f"no model config {path}; choose from {sorted(p.stem for p in path.parent.glob('*.yaml'))}")
+    own = OmegaConf.to_container(OmegaConf.load(path))
+    merged: dict[str, Any] = {}
+    for parent in own.pop("defaults", []) or []:
+        if parent != "_self_":
+            merged.update(model_config(str(parent), conf))
+    merged.update(own)
+    return merged
 
 
-def method_spec(model_cfg: Mapping[str, Any], method: str, conf: Path = CONF, dropout: float | None = None) -> MethodSpec:
-    """The method config with the model's ``method_overrides`` (paper quirks) applied; ``dropout``
-    sets the adapter dropout where the method's layer takes one (LoRA, DoRA, VeRA)."""
-    settings = load_yaml("method", method, conf)
-    settings.update((model_cfg.get("method_overrides") or {}).get(method, {}))
-    spec = MethodSpec.from_config(settings)
+def method_spec(model_cfg: Mapping[str, Any], method: str, dropout: float | None = None) -> MethodSpec:
+    """The shipped method config with the model's ``method_overrides`` (paper quirks) applied;
+    ``dropout`` sets the adapter dropout where the method's layer takes one (LoRA, DoRA, VeRA)."""
+    from ..methods import method_spec as shipped
+
+    spec = shipped(method, **(model_cfg.get("method_overrides") or {}).get(method, {}))
     if dropout is not None and spec.linear in ("lora", "dora", "vera"):
         spec.options["dropout"] = dropout
     return spec
+
+
+def _inject(model: nn.Module, model_cfg: Mapping[str, Any], spec: MethodSpec) -> None:
+    inject(model, spec, target_sets=model_cfg["target_sets"], head=model_cfg.get("head") or [],
+           module_sets=model_cfg.get("module_sets") or {})
 
 
 def llama(arch: Mapping[str, Any], layers: int | None = None, *, device: str = "meta",
@@ -136,7 +139,7 @@ class Counts:
 def count(model_cfg: Mapping[str, Any], spec: MethodSpec) -> Counts:
     """Exact parameter counts of the full-size model with ``spec`` (meta device, no memory)."""
     model = llama(model_cfg["arch"])
-    inject(model, spec, target_sets=model_cfg["target_sets"], head=model_cfg.get("head") or [])
+    _inject(model, model_cfg, spec)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return Counts(total=total, trainable=trainable, frozen=total - trainable)
@@ -253,7 +256,7 @@ def measure_activations(model_cfg: Mapping[str, Any], spec: MethodSpec, *, check
     for layers in (1, 2):
         for n in tokens:
             model = copy.deepcopy(bases[layers])
-            inject(model, spec, target_sets=model_cfg["target_sets"], head=model_cfg.get("head") or [])
+            _inject(model, model_cfg, spec)
             raw[f"L{layers}_T{n}"] = saved_bytes(model, n, checkpointing=checkpointing)
             del model
     block = [(n, raw[f"L2_T{n}"] - raw[f"L1_T{n}"]) for n in tokens]
@@ -323,13 +326,13 @@ def run(out: Path, models: Sequence[str] = ("llama2_7b", "llama2_13b"), methods:
     profiles: dict[tuple[str, str, str, bool], ActivationProfile] = {}
     started = time.time()
     for model in models:
-        cfg = load_yaml("model", model, conf)
+        cfg = model_config(model, conf)
         run_cfg = PAPER_RUNS[model]
         arch = cfg["arch"]
         bases = base_models(arch)
         for method in methods:
             for variant, dropout in (("configs", None), ("mora_dropout", MORA_SCRIPT_DROPOUT)):
-                spec = method_spec(cfg, method, conf, dropout=dropout)
+                spec = method_spec(cfg, method, dropout=dropout)
                 if variant == "mora_dropout" and "dropout" not in spec.options:
                     continue  # no dropout to add: same as the configs' variant
                 counts = count(cfg, spec)

@@ -143,13 +143,15 @@ class LanguageModule(FineTuneModule):
         return texts
 
     # -- App. C side-by-side ----------------------------------------------------------------------
-    def artifacts(self, run_dir: str | Path, problems: Sequence[dict[str, Any]] | None = None) -> list[Path]:
-        """``side_by_side.md`` (and ``.json``): generated vs reference solutions for sampled held-out
-        problems (``side_by_side`` of them, drawn with ``side_by_side_seed``)."""
+    def artifacts(self, run_dir: str | Path, data: Any = None,
+                  problems: Sequence[dict[str, Any]] | None = None) -> list[Path]:
+        """``side_by_side.md`` (and ``.json``): generated vs reference solutions for ``side_by_side``
+        held-out problems of ``data`` (a ``MetaMathDataModule``) drawn with ``side_by_side_seed``, or
+        for the given ``problems``. The runner calls it on rank 0 with the best round's weights."""
         if problems is None:
-            if not self.side_by_side:
+            if not self.side_by_side or data is None:
                 return []
-            problems = self.trainer.datamodule.sample_problems(self.side_by_side, self.side_by_side_seed)
+            problems = data.sample_problems(self.side_by_side, self.side_by_side_seed)
         generated = self.answer([p["query"] for p in problems])
         rows = []
         for problem, text in zip(problems, generated):
