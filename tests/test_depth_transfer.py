@@ -215,12 +215,10 @@ def test_the_laptop_transfer_pretrains_once_switches_the_range_and_evaluates_una
     assert reverse["config"]["task"]["model_args"]["max_depth"] == 10.0
 
 
-@pytest.mark.xfail(strict=True, reason="pretrain.py's cache key drops every `root` key, the synthetic set's "
-                   "generator settings with it (the fix is described in the depth2 report)")
 def test_the_pretraining_cache_key_follows_the_source_sets_settings(tmp_path, data):
     from onelora.pretrain import pretrained_path
     from onelora.settings import RunSettings
 
     paths = [pretrained_path(RunSettings.from_config(config(tmp_path, *twin("depth_mini", data), *over)))
-             for over in ((), ("task.pretrain.data.root.n_train=17",))]
+             for over in ((), ("+task.pretrain.data.root.n_train=17",))]
     assert paths[0] != paths[1]

@@ -213,3 +213,46 @@ def test_eval_mode_records_the_model_as_loaded(toy_home):
     assert trained["metric"]["test"] < m["test"]  # fine-tuning the pre-trained model helps on the shifted target
     with pytest.raises(ConfigError, match="trains nothing.*mode=eval"):
         run_inprocess(home, searchpath, "task=toy", "method=none", *whole)
+
+
+def test_the_pretraining_key_ignores_fine_tuning_only_settings(tmp_path):
+    """Editing the fine-tuning budget, resources or test settings must not re-train the source model;
+    editing the pre-training must."""
+    from onelora.pretrain import pretrain_task, pretrained_path
+    from onelora.settings import RunSettings
+
+    def key(*overrides):
+        return pretrained_path(RunSettings.from_config(config(tmp_path, *overrides))).name
+
+    base = key()
+    assert key("task.epochs=3", "task.resources.timeout_min=99", "+task.test_final=false") == base
+    assert key("task.pretrain.epochs=151") != base
+    assert key("task.pretrain.optimizer.lr=0.001") != base
+    # a step-budget pre-training does not inherit the fine-tuning epochs
+    cfg = config(tmp_path, "~task.pretrain.epochs", "+task.pretrain.max_steps=50")
+    pre = pretrain_task(cfg.task)
+    assert pre.get("epochs") is None and pre.max_steps == 50
+
+
+@pytest.mark.parametrize(("devices", "micro", "accumulate"), [(1, 4, 32), (2, 4, 16), (4, 2, 16), (16, 4, 2)])
+def test_gradient_accumulation_keeps_the_total_batch_on_any_cluster(tmp_path, devices, micro, accumulate):
+    """MoRA's total batch of 128 from devices x nodes x micro-batch x accumulation, whatever the cluster."""
+    from onelora.settings import accumulation, per_device_batch
+
+    cfg = config(tmp_path, "task.batch_size=128", f"+task.micro_batch_size={micro}", f"trainer.devices={devices}")
+    assert per_device_batch(cfg, devices) == micro and accumulation(cfg, devices) == accumulate
+    assert devices * micro * accumulate == 128
+
+
+def test_an_indivisible_micro_batch_names_the_key(tmp_path):
+    from onelora.config import ConfigError
+    from onelora.settings import RunSettings
+
+    with pytest.raises(ConfigError, match="task.micro_batch_size"):
+        RunSettings.from_config(config(tmp_path, "task.batch_size=128", "+task.micro_batch_size=3"))
+
+
+def test_a_micro_batch_run_accumulates(tmp_path, cifar_root):
+    record = run_inprocess(tmp_path, *CIFAR_TINY, f"task.data.root={cifar_root}", "method=lora", "+task.micro_batch_size=5")
+    assert record["batch"] == {"global": 10, "per_device": 5, "accumulate": 2, "world_size": 1}
+    assert record["global_step"] == 16  # 80 images / 5 per micro-batch / 2 per step x 2 epochs

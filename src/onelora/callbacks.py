@@ -66,11 +66,12 @@ class RunStats(ResumableState):
             self.fit_s += time.perf_counter() - self._fit_start
             self._fit_start = None
 
-    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+    def on_validation_start(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking and trainer.state.fn == "fit":
             self._val_start = time.perf_counter()
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # the end of the whole round: after the module's own epoch-end work (FID sampling)
         if self._val_start is not None:
             self.val_s += time.perf_counter() - self._val_start
             self._val_start = None

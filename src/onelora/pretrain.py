@@ -52,15 +52,25 @@ def pretrain_task(task: DictConfig) -> DictConfig:
     for key in MERGED:
         if pre.get(key) is not None:
             merged[key] = plain(OmegaConf.merge(merged.get(key) or {}, pre[key]))
+    if "epochs" in pre or "max_steps" in pre:  # pre-training's own budget, not fine-tuning's
+        merged.pop("epochs", None)
+        merged.pop("max_steps", None)
     for key in REPLACED:
         if key in pre:
             merged[key] = pre[key]
     return OmegaConf.create(merged)
 
 
+#: task keys that shape fine-tuning or reporting only, never the pre-trained weights
+NOT_PRETRAINING = ("resources", "test_final", "paper", "family", "name", "time_budget")
+
+
 def _without_places(value: Any) -> Any:
+    """Drop where-things-are keys; a generated place (a ``_target_`` that writes synthetic data)
+    is a setting and stays."""
     if isinstance(value, dict):
-        return {k: _without_places(v) for k, v in value.items() if k not in PLACES}
+        return {k: _without_places(v) for k, v in value.items()
+                if k not in PLACES or (isinstance(v, dict) and "_target_" in v)}
     if isinstance(value, list):
         return [_without_places(v) for v in value]
     return value
@@ -69,7 +79,7 @@ def _without_places(value: Any) -> Any:
 def pretrain_settings(model_cfg: dict[str, Any], task: DictConfig) -> dict[str, Any]:
     return {
         "model": {k: model_cfg.get(k) for k in ("builder", "timm_name", "arch", "input", "head", "dtype")},
-        "task": _without_places(plain(pretrain_task(task))),
+        "task": _without_places({k: v for k, v in plain(pretrain_task(task)).items() if k not in NOT_PRETRAINING}),
         "seed": plain(task.pretrain.get("seed", 0)),
     }
 
@@ -153,4 +163,4 @@ def _pretrain(settings: Any, offered: dict[str, Any], path: Path) -> None:
             "source_val": best.last, "source_best_val": best.best, "seconds": round(time.perf_counter() - start, 1)}
     path.with_suffix(".json").write_text(json.dumps(info, indent=2, default=str))
     value = "n/a" if best.last is None else f"{best.last:.4g}"
-    print(f"Source-task weights ready: validation {metric.name} {value} in {info['seconds']:.0f} s", flush=True)
+    print(f"Source-task weights ready: {metric.val_key} {value} in {info['seconds']:.0f} s", flush=True)

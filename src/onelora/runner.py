@@ -258,8 +258,12 @@ def train(settings: RunSettings, run_dir: Path, started: float, resume_from: str
         metrics={**fitted, **at_best, **{f"final:{k}": v for k, v in final.items()}},
         time={**stats.times(), "time_to_best_s": best.time_to_best_s, "test_s": round(test_s, 3)},
         memory={**peak_memory(), "model_bytes": dict(memory.bytes)},
-        params={k: v for k, v in report.summary().items() if k != "method"},
+        # an evaluation trains nothing, whatever the method would have trained
+        params={k: (0 if evaluating and k in ("adapter_params", "head_params", "trainable_params") else v)
+                for k, v in report.summary().items() if k != "method"},
         lr=settings.lr,
+        batch={"global": int(cfg.task.batch_size), "per_device": settings.batch_per_device,
+               "accumulate": settings.accumulate, "world_size": trainer.world_size},
         pretrained_from=weights_from,  # the base weights (a hub id, a file, the cached source-task weights)
         trained=not evaluating,  # mode=eval: evaluated as loaded, no training
         world_size=trainer.world_size,
@@ -306,6 +310,7 @@ def build_trainer(settings: RunSettings, run_dir: Path, callbacks: list[Any]) ->
     cfg = settings.cfg
     t = plain(cfg.trainer)
     t.pop("checkpoint_every_n_train_steps", None)  # LastCheckpoint's
+    t["accumulate_grad_batches"] = settings.accumulate  # from task.micro_batch_size where the task sets it
     loggers = build_loggers(settings, run_dir)
     checkpoints = run_dir / "checkpoints"
     metric = settings.task.metric

@@ -50,6 +50,7 @@ class RunSettings:
     lr: float | None
     batch_per_device: int | None
     world_size: int
+    accumulate: int = 1
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> "RunSettings":
@@ -72,7 +73,8 @@ class RunSettings:
               f"'{method.name}' trains nothing on model '{cfg.model.name}'; evaluate it as loaded with mode=eval")
         lr = learning_rate(cfg)
         world = world_size(cfg)
-        settings = cls(cfg, mode, seed, method, model, task, lr, per_device_batch(cfg, world), world)
+        settings = cls(cfg, mode, seed, method, model, task, lr, per_device_batch(cfg, world), world,
+                       accumulation(cfg, world))
         _check_training_length(cfg)
         _check_trainer(cfg)
         settings.dry_build_optimization()
@@ -173,10 +175,30 @@ def world_size(cfg: DictConfig) -> int:
 
 
 def per_device_batch(cfg: DictConfig, world: int) -> int:
-    """The task's ``batch_size`` is the global batch: split it over devices x nodes."""
+    """The task's ``batch_size`` is the global batch: split it over devices x nodes, and, when the
+    task sets ``micro_batch_size`` (what one device holds at once), over gradient-accumulation
+    steps too, so the optimizer sees the same total batch on any cluster (MoRA's 128)."""
     total = as_int(cfg.task.batch_size, "task.batch_size", minimum=1)
     check(total % world == 0, "task.batch_size", f"{total} is not divisible by devices x nodes = {world}")
-    return total // world
+    micro = cfg.task.get("micro_batch_size")
+    if micro is None:
+        return total // world
+    micro = as_int(micro, "task.micro_batch_size", minimum=1)
+    check(total % (world * micro) == 0, "task.micro_batch_size",
+          f"task.batch_size={total} is not divisible by devices x nodes x micro_batch_size = {world} x {micro}")
+    return micro
+
+
+def accumulation(cfg: DictConfig, world: int) -> int:
+    """Gradient-accumulation steps: batch_size / (devices x nodes x micro_batch_size), or the trainer's."""
+    micro = cfg.task.get("micro_batch_size")
+    if micro is None:
+        return as_int(cfg.trainer.get("accumulate_grad_batches", 1), "trainer.accumulate_grad_batches", minimum=1)
+    given = as_int(cfg.trainer.get("accumulate_grad_batches", 1), "trainer.accumulate_grad_batches", minimum=1)
+    steps = int(cfg.task.batch_size) // (world * int(micro))
+    check(given in (1, steps), "trainer.accumulate_grad_batches",
+          f"task.micro_batch_size sets it to {steps}; leave it at 1 (got {given})")
+    return steps
 
 
 def _check_training_length(cfg: DictConfig) -> None:

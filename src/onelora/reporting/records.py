@@ -213,7 +213,10 @@ class Run:
     def memory_kind(self) -> str:
         """Which memory figure this run has, most comparable first: "cuda" (the accelerator's peak
         allocation), "model" (params + grads + optimizer + activations, measured), "rss" (CPU
-        process RSS: the interpreter and libraries, not the method), "" (none)."""
+        process RSS: the interpreter and libraries, not the method), "" (none; an evaluation-only
+        run, ``trained: false``, trained nothing, so it has no training memory to compare)."""
+        if self.record.get("trained") is False:
+            return ""
         if self.memory_device == "cuda" and _finite(_get(self.record, "memory", "peak_bytes")) is not None:
             return "cuda"
         if self.memory_parts:
