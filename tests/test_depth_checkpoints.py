@@ -15,7 +15,6 @@ from onelora.models.depth_anything import (
     metric_checkpoint_layout,
     zoedepth_head_shapes,
 )
-from onelora.models.weights import read_state_dict
 
 TINY = {"encoder": "tiny", "embed_dim": 64, "depth": 4, "num_heads": 4, "patch_size": 14, "img_size": 56,
         "features": 16, "out_channels": [8, 16, 32, 32], "max_depth": 10.0}
