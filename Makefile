@@ -41,9 +41,19 @@ test-slurm: $(STAMP)  ## a real one-node SLURM on localhost (root, Debian packag
 	slurm/local_cluster.sh start
 	SLURM_CONF=$$(pwd)/slurm/.state/etc/slurm.conf $(PY) -m pytest -q -m slurm -p no:cacheprovider
 
-reproduce-mini: $(STAMP)  ## every method x 3 seeds on the digits task, then the tables (even if a run failed)
-	$(PY) run.py -m experiment=mini; status=$$?; \
-	$(PY) -m onelora.reporting --results $(RESULTS) --out $(REPORTS) && exit $$status
+# the laptop-sized transfer of every task family: (experiment, launcher) pairs, run in this order
+MINI_GRIDS ?= mini:parallel mini_depth:parallel mini_depth_unadapted:local mini_gen:parallel \
+  mini_gen_unadapted:local mini_math:parallel mini_math_unadapted:local
+
+reproduce-mini: $(STAMP)  ## every family's laptop transfer (digits, depth, generation, language), then the tables and analyses
+	@status=0; for grid in $(MINI_GRIDS); do \
+	  name=$${grid%%:*}; launcher=$${grid##*:}; \
+	  echo "== make reproduce-mini: experiment=$$name"; \
+	  $(PY) run.py -m experiment=$$name hydra/launcher=$$launcher || status=1; \
+	done; \
+	$(PY) -m onelora.reporting --results $(RESULTS) --out $(REPORTS) || status=1; \
+	$(MAKE) --no-print-directory analysis || status=1; \
+	exit $$status
 
 bench: $(STAMP)  ## speed and memory of every method, side by side with peft
 	$(PY) -m onelora.bench --out $(REPORTS)

@@ -34,7 +34,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..models.weights import MissingWeightsError
+from ..models.weights import MissingWeightsError, resolve
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
@@ -107,32 +107,24 @@ def torch_fidelity_available() -> bool:
 
 
 def resolve_inception_weights(weights: str | Path | None = None) -> Path:
-    """The InceptionV3 weights file: ``weights``, else ``$ONELORA_FID_WEIGHTS``, else torch.hub's cache
-    (downloaded there once if the network allows)."""
+    """The InceptionV3 weights file: ``weights`` (a file or a folder holding it), else
+    ``$ONELORA_FID_WEIGHTS``, else its URL through the one weight loader (torch.hub's cache,
+    downloaded there once if the network allows)."""
     given = weights or os.environ.get(FID_WEIGHTS_ENV)
     hub_file = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
-    how = (f"download {INCEPTION_URL} on a machine with internet and put it at {hub_file} (torch.hub's cache), "
-           f"or anywhere and point the run at it with ${FID_WEIGHTS_ENV}=<file> or "
-           f"`+task.parts.fid_features.weights=<file>`")
-    if given:
-        path = Path(given).expanduser()
-        if path.is_dir():
-            path = path / INCEPTION_FILE
-        if not path.is_file():
-            raise MissingWeightsError(f"FID Inception weights not found: looked in {path}. To get them, {how}.")
-        return path
-    if hub_file.is_file():
-        return hub_file
+    if given and Path(given).expanduser().is_dir():
+        given = Path(given).expanduser() / INCEPTION_FILE
+    source = str(Path(given).expanduser().resolve()) if given else INCEPTION_URL
     try:
-        hub_file.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(INCEPTION_URL, str(hub_file), progress=False)
-        return hub_file
-    except Exception as err:  # offline, unreachable, 404
-        hub_file.unlink(missing_ok=True)
-        reason = f" ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''})"
+        return resolve(source)
+    except MissingWeightsError as err:
+        cause = f" ({type(err.__cause__).__name__}: {err.__cause__})" if err.__cause__ else ""
+        looked = source if given else f"{hub_file} (torch.hub's cache) and {INCEPTION_URL}{cause}"
         raise MissingWeightsError(
-            f"FID Inception weights not found: looked in {hub_file} and {INCEPTION_URL}{reason}. To get them, {how}."
-        ) from err
+            f"FID Inception weights not found: looked in {looked}. To get them, download {INCEPTION_URL} on a machine "
+            f"with internet and put it at {hub_file} (torch.hub's cache), or anywhere and point the run at it with "
+            f"${FID_WEIGHTS_ENV}=<file> or `+task.parts.fid_features.weights=<file>`."
+        ) from None
 
 
 def _torchmetrics_inception(weights_path: Path) -> nn.Module:
