@@ -72,8 +72,15 @@ analysis: $(STAMP)  ## Fig. 9 (PCA alignment) and Fig. 11 (calibration) on the d
 reproduce-s1: $(STAMP)  ## Table S1: 1LoRA vs a random compression vector, then the tables
 	$(PY) run.py -m experiment=table_s1; status=$$?; $(MAKE) reproduce-tables && exit $$status
 
-count-paper: $(STAMP)  ## parameter counts of the paper's models for every method (meta device)
-	$(PY) run.py -m mode=count model=vit_base,depth_anything_l,dit_xl_2,llama2_7b method=onelora,lora,vera,dora,mora1,mora6,bitfit,difffit,norms hydra/job_logging=none hydra/hydra_logging=none
+# the paper's full-size models, each on its own task: (model, task) pairs
+PAPER_MODELS ?= vit_base:cifar10 depth_anything_l:nyu_to_kitti dit_xl_2:food101_generation \
+  llama2_7b:metamath llama2_13b:metamath
+COUNT_METHODS ?= onelora,lora,lora_qkv,vera,dora,mora1,mora6,bitfit,difffit,norms,full
+count-paper: $(STAMP)  ## parameter counts of the paper's models for every method (meta device, one JSON line each)
+	@for pair in $(PAPER_MODELS); do \
+	  $(PY) run.py -m mode=count model=$${pair%%:*} task=$${pair##*:} method=$(COUNT_METHODS) \
+	    hydra/job_logging=none hydra/hydra_logging=none 2>&1 | grep '^{' || exit 1; \
+	done
 
 clean:
 	rm -rf .pytest_cache build src/*.egg-info
