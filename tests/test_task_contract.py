@@ -158,6 +158,21 @@ def test_library_noise_filters_are_added_once_per_process():
     assert len(logger.filters) == before
 
 
+def test_lightnings_restore_notices_are_dropped_and_the_runs_own_lines_kept(caplog):
+    """Every test of a best round restores a checkpoint; its notices must not flood a sweep's log."""
+    import logging
+
+    from onelora.quiet import quiet_library_noise
+
+    quiet_library_noise()
+    connector = logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector")
+    with caplog.at_level(logging.INFO):
+        connector.info("`weights_only` was not set, defaulting to `False`.")
+        connector.info("Restoring states from the checkpoint path at /x/best.ckpt")
+        connector.warning("a real warning")
+    assert [r.getMessage() for r in caplog.records] == ["a real warning"]
+
+
 def test_the_runner_pretraining_and_cli_name_no_task():
     """The done-when of the contract: no task-specific branch in the generic code."""
     src = Path(__file__).resolve().parents[1] / "src" / "onelora"

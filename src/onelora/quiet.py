@@ -12,6 +12,9 @@ QUIET_INFO = (
     "Restored all states from the checkpoint", "`weights_only` was not set",
 )
 
+#: the Lightning loggers that emit those notices
+NOISY_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors.checkpoint_connector")
+
 NOISE = (
     r"The `srun` command is available on your system but is not used",  # Lightning, on SLURM login nodes
     r".*isinstance\(treespec, LeafSpec\)",  # torch pytree deprecation inside Lightning
@@ -35,7 +38,8 @@ def quiet_library_noise() -> None:
     """Idempotent: a sweep calls it once per run, but filters are added once per process."""
     for pattern in NOISE:
         warnings.filterwarnings("ignore", message=pattern)  # warnings de-duplicates equal filters
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_TIPS)  # a no-op when present
+    for name in NOISY_LOGGERS:  # a logger's filter sees only its own records, not its children's
+        logging.getLogger(name).addFilter(_TIPS)  # a no-op when present
     if logging.getLogger().handlers:  # Hydra configured logging: one handler set, no duplicate lines
         for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
             logger = logging.getLogger(name)
