@@ -709,7 +709,10 @@ def test_generation_fid_tables_with_the_unadapted_rows(tmp_path):
     recs.append(make_record(task="food101_generation", paper_keys=FOOD101, model="dit_xl_2", method="onelora",
                             value=12.9, trainable_params=603_680, time_to_best=17 * 3600.0, **gpu))
     recs.append(make_record(task="food101_generation", paper_keys=FOOD101, model="dit_xl_2", method="unadapted",
-                            value=80.0, trainable_params=0, fit_s=0.0, **gpu))
+                            value=80.0, trainable_params=117_504, fit_s=0.0, **gpu))
+    for rec in recs:  # an evaluation's record lists the fresh class table, but it trained nothing
+        if rec["method"] == "unadapted":
+            rec["trained"] = False
     report = build_report(runs_from_records(recs), tmp_path, plots=False)
 
     ours = next(t for t in report.ours_tables if t.slug == "ours_digits_generation_dit_digits")
@@ -726,4 +729,5 @@ def test_generation_fid_tables_with_the_unadapted_rows(tmp_path):
     assert s8["agreement"] == stats.AGREE  # |12.9 - 12.82| <= 1% of 12.82
     food = next(t for t in report.ours_tables if t.slug == "ours_food101_generation_dit_xl_2")
     assert [r["method"] for r in food.rows] == ["unadapted"] and food.rows[0]["ours_mean"] == pytest.approx(80.0)
+    assert food.rows[0]["ours_params"] == 0 and food.rows[0]["ours_memory_kind"] == ""  # nothing trained
     assert "ours_food101_generation_dit_xl_2" in " ".join(report.table("S8").notes)

@@ -239,6 +239,10 @@ class Run:
 
     @property
     def reported_params(self) -> float | None:
+        """The count the paper's column compares with; 0 for an evaluation that trained nothing
+        (its record still lists the parameters a training run would have trained)."""
+        if self.record.get("trained") is False:
+            return 0.0
         params = self.record.get("params") or {}
         key = "trainable_params" if self.reported_params_kind == "trainable" else "adapter_params"
         return _finite(params.get(key))
