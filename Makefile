@@ -63,11 +63,12 @@ reproduce-tables: $(STAMP)  ## the paper's tables and bubble plots from every re
 	  --wandb-project $(project) $(if $(entity),--wandb-entity $(entity))
 
 ANALYSIS_RUNS ?= $(RESULTS)/digits/digits_vit
+ANALYSIS_NAME ?= digits
 analysis: $(STAMP)  ## Fig. 9 (PCA alignment) and Fig. 11 (calibration) on the digits runs (after make reproduce-mini)
 	$(PY) -m onelora.analysis pca_alignment --full $(ANALYSIS_RUNS)/full/seed0 --lora $(ANALYSIS_RUNS)/lora/seed0 \
-	  --out $(REPORTS) --name pca_alignment_digits $(if $(BASE),--base $(BASE))
+	  --out $(REPORTS) --name pca_alignment_$(ANALYSIS_NAME) $(if $(BASE),--base $(BASE))
 	$(PY) -m onelora.analysis calibration $(foreach m,full lora onelora,$(foreach s,0 1 2,$(ANALYSIS_RUNS)/$(m)/seed$(s))) \
-	  --pool --bins 15 --out $(REPORTS) --name calibration_digits
+	  --pool --bins 15 --out $(REPORTS) --name calibration_$(ANALYSIS_NAME)
 
 reproduce-s1: $(STAMP)  ## Table S1: 1LoRA vs a random compression vector, then the tables
 	$(PY) run.py -m experiment=table_s1; status=$$?; $(MAKE) reproduce-tables && exit $$status
