@@ -84,4 +84,28 @@ def twin(task: str, data_dir: Path) -> list[str]:
             write_food101(home)
             write_tiny_vae(home / "vae")
         return [f"task={task}", f"+twin={task}", f"paths.data_dir={data_dir}"]
+    if task == "metamath":  # MetaMathQA's json, GSM8K's test jsonl and a tokenizer directory
+        write_metamath_twin(data_dir / "twin" / task)
+        return [f"task={task}", f"+twin={task}", f"paths.data_dir={data_dir}"]
     return [f"task={task}", f"+twin={task}"]
+
+
+def write_metamath_twin(home: Path, count: int = 80) -> Path:
+    """``MetaMathQA-395K.json`` (synthetic problems of all four types, MetaMathQA's record format),
+    ``gsm8k_test.jsonl`` (GSM8K's ``question`` / ``answer ... #### X``) and ``tokenizer/``: a byte-level
+    BPE trained on the json and written with ``save_pretrained``, so the task's real
+    ``pretrained_tokenizer`` path loads it as it would LLaMA-2's local directory."""
+    from onelora.data.synthetic.math import problems
+    from onelora.data.tokenizers import trained_tokenizer
+
+    if (home / "tokenizer" / "tokenizer_config.json").is_file():
+        return home
+    home.mkdir(parents=True, exist_ok=True)
+    records = problems(["add", "sub", "mul", "two_step"], count, seed=7)
+    (home / "MetaMathQA-395K.json").write_text(json.dumps(records))
+    gsm8k = [{"question": r["query"], "answer": r["response"].replace("The answer is: ", "#### ")}
+             for r in problems(["add", "mul"], 4, seed=8)]
+    (home / "gsm8k_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gsm8k))
+    tokenizer = trained_tokenizer(home / "MetaMathQA-395K.json", home / ".tokenizer_cache", vocab_size=320)
+    tokenizer.save_pretrained(str(home / "tokenizer"))
+    return home

@@ -54,7 +54,7 @@ def method_name(method_file: str) -> str:
     return OmegaConf.load(ROOT / "conf" / "method" / f"{method_file}.yaml").name
 
 
-@pytest.mark.parametrize("experiment", ["fig6", "fig7", "fig8", "table2", "fig2cd", "table_s1", "fig10"])
+@pytest.mark.parametrize("experiment", ["fig6", "fig7", "fig8", "table2", "fig2cd", "table_s1", "fig10", "table_s6", "table_s7"])
 def test_the_paper_grids_have_four_seeds(home, experiment):
     _, params = grid(home, experiment)
     assert params["seed"] == ["0", "1", "2", "3"]

@@ -93,3 +93,20 @@ def test_a_preempted_run_is_requeued_and_resumes_from_its_checkpoint(home):
     assert len(sorted((run_dir / "logs").glob("version_*"))) >= 2
     outputs = "".join(p.read_text() for p in (home / "results" / ".submitit" / job_id).glob("*_log.out"))
     assert f"Resuming from {last}" in outputs
+
+
+def test_a_two_task_ddp_job_trains_the_metamath_twin(home):
+    """Multi-process data parallel through SLURM as on a GPU cluster (tasks per node = devices): one
+    job of 2 tasks, each a DDP rank on the CPU (gloo); Lightning reads the ranks from SLURM's
+    environment (no re-launch of sys.argv), rank 0 writes the one record."""
+    from runs import twin
+
+    args = ["-m", "hydra/launcher=slurm_cpu", "hydra.launcher.tasks_per_node=2", "trainer=ddp", "trainer.devices=2",
+            "trainer.accelerator=cpu", "method=onelora", "seed=3", *twin("metamath", home / "data")]
+    proc = run_cli(home, *args, timeout=900)
+    assert "Sweep finished: 1 runs: 1 completed" in proc.stdout
+    run_dir = home / "results" / "metamath" / "tiny_llama" / "onelora" / "seed3"
+    record = results(run_dir)
+    assert record["status"] == "completed" and record["world_size"] == 2
+    assert record["batch"] == {"global": 8, "per_device": 2, "accumulate": 2, "world_size": 2}
+    assert record["slurm"]["job_id"] and len(list(run_dir.rglob("results.json"))) == 1

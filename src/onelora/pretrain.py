@@ -6,7 +6,8 @@ A task's ``pretrain`` block is read through the task contract, as the task itsel
 ``module``, ``model_args`` and ``parts`` are merged over the task's own; ``optimizer``,
 ``scheduler``, ``epochs``, ``max_steps``, ``batch_size``, ``lr_scales`` and ``seed`` replace them.
 The saved weights leave out the model's head (``model.head`` patterns), so fine-tuning starts from
-a fresh head.
+a fresh head; a model with ``head_init: source`` keeps its head's source weights instead (a causal
+LM whose ``lm_head`` every method trains, conf/model/llama_mini.yaml).
 """
 
 from __future__ import annotations
@@ -77,11 +78,23 @@ def _without_places(value: Any) -> Any:
 
 
 def pretrain_settings(model_cfg: dict[str, Any], task: DictConfig) -> dict[str, Any]:
+    model = {k: model_cfg.get(k) for k in ("builder", "timm_name", "arch", "input", "head", "dtype")}
+    if model_cfg.get("head_init"):  # only when set: the other models' cached weights keep their keys
+        model["head_init"] = model_cfg["head_init"]
     return {
-        "model": {k: model_cfg.get(k) for k in ("builder", "timm_name", "arch", "input", "head", "dtype")},
+        "model": model,
         "task": _without_places({k: v for k, v in plain(pretrain_task(task)).items() if k not in NOT_PRETRAINING}),
         "seed": plain(task.pretrain.get("seed", 0)),
     }
+
+
+def head_init(model_cfg: dict[str, Any]) -> str:
+    """``fresh`` (default): fine-tuning re-initialises the model's head; ``source``: it starts from
+    the pre-trained head (which still trains with every method)."""
+    value = model_cfg.get("head_init") or "fresh"
+    if value not in ("fresh", "source"):
+        raise ConfigError(f"model.head_init: must be 'fresh' or 'source', got {value!r}")
+    return value
 
 
 def pretrained_path(settings: Any) -> Path:
@@ -152,8 +165,9 @@ def _pretrain(settings: Any, offered: dict[str, Any], path: Path) -> None:
         callbacks=[stats, best],
     )
     trainer.fit(module, datamodule=data)
+    dropped = [] if head_init(model_cfg) == "source" else head  # the head re-initialised by fine-tuning
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-               if not is_under(k.rpartition(".")[0], head)}
+               if not is_under(k.rpartition(".")[0], dropped)}
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(weights, str(tmp))
     apply_umask(tmp)

@@ -311,6 +311,8 @@ def build_trainer(settings: RunSettings, run_dir: Path, callbacks: list[Any]) ->
     t = plain(cfg.trainer)
     t.pop("checkpoint_every_n_train_steps", None)  # LastCheckpoint's
     t["accumulate_grad_batches"] = settings.accumulate  # from task.micro_batch_size where the task sets it
+    if isinstance(t.get("strategy"), dict):  # a strategy object from its `_target_` (trainer=fsdp)
+        t["strategy"] = build(t["strategy"], "trainer.strategy")
     loggers = build_loggers(settings, run_dir)
     checkpoints = run_dir / "checkpoints"
     metric = settings.task.metric

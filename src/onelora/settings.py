@@ -221,6 +221,13 @@ def _check_training_length(cfg: DictConfig) -> None:
 
 def _check_trainer(cfg: DictConfig) -> None:
     accelerator = str(cfg.trainer.accelerator)
+    strategy = cfg.trainer.get("strategy")
+    if "deepspeed" in str(strategy.get("_target_", "") if OmegaConf.is_dict(strategy) else strategy).lower():
+        import importlib.util
+
+        check(importlib.util.find_spec("deepspeed") is not None, "trainer.strategy",
+              f"{strategy!r} needs DeepSpeed, which is not installed: `pip install -e .[deepspeed]` (GPUs and a CUDA "
+              "toolkit), or use trainer=ddp / trainer=fsdp")
     if accelerator in ("gpu", "cuda"):
         check(torch.cuda.is_available(), "trainer.accelerator",
               "'gpu' was asked for but no CUDA GPU is visible here; use trainer=default (or trainer=cpu)")

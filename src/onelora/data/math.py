@@ -225,6 +225,13 @@ class MetaMathDataModule(L.LightningDataModule):
         self.train_records: list[dict[str, Any]] | None = None
 
     # -- records --------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """A missing file stops the run here, before any weights are fetched (the runner calls it)."""
+        if not Path(self.path).expanduser().is_file():
+            raise missing_data("MetaMathQA", self.path, "a json file", METAMATH_HOW)
+        if self.accuracy_problems and self.gsm8k_path and not Path(self.gsm8k_path).expanduser().is_file():
+            raise missing_data("GSM8K", self.gsm8k_path, "a json lines file", GSM8K_HOW)
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_records is not None:
             return
