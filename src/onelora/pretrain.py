@@ -80,7 +80,7 @@ def _without_places(value: Any) -> Any:
 def pretrain_settings(model_cfg: dict[str, Any], task: DictConfig) -> dict[str, Any]:
     model = {k: model_cfg.get(k) for k in ("builder", "timm_name", "arch", "input", "head", "dtype")}
     if model_cfg.get("head_init"):  # only when set: the other models' cached weights keep their keys
-        model["head_init"] = model_cfg["head_init"]
+        model["head_init"] = head_init(model_cfg)  # checked here, before pre-training, not after it
     return {
         "model": model,
         "task": _without_places({k: v for k, v in plain(pretrain_task(task)).items() if k not in NOT_PRETRAINING}),
