@@ -40,7 +40,7 @@ from .sweeps import log_event
 log = logging.getLogger(__name__)
 
 #: config keys that do not change what a run computes (left out of its fingerprint)
-NON_RESULT_KEYS = ("paths", "logger", "resume", "force", "hydra", "experiment_name", "torch_threads")
+NON_RESULT_KEYS = ("paths", "logger", "resume", "force", "hydra", "experiment_name", "torch_threads", "plan")
 #: what a forced re-run clears (the logs stay, one version per attempt)
 RUN_ARTEFACTS = ("checkpoints", "adapter", "predictions", "artifacts", RESULTS_NAME)
 
@@ -55,7 +55,7 @@ class RunTerminated(RuntimeError):
 
 
 def run_dir_of(cfg: DictConfig) -> Path:
-    if HydraConfig.initialized() and cfg.get("mode") != "count":
+    if HydraConfig.initialized() and cfg.get("mode") not in ("count", "plan"):
         return Path(HydraConfig.get().runtime.output_dir)
     return Path(cfg.paths.results_dir) / cfg.run_name
 
@@ -90,6 +90,10 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         torch.set_num_threads(int(cfg.torch_threads))
     if settings.mode == "count":
         return count(settings)
+    if settings.mode == "plan":
+        from .plan import plan
+
+        return plan(settings)
     run_dir, started = run_dir_of(cfg), time.time()
     if rank() != 0:  # DDP / multi-task SLURM workers: rank 0 holds the lock and decides
         return train(settings, run_dir, started, resume_from=_resumable(settings, run_dir, check=False))

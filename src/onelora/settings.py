@@ -56,7 +56,7 @@ class RunSettings:
     def from_config(cls, cfg: DictConfig) -> "RunSettings":
         """Parse and check the whole config; a bad value raises ConfigError naming its key."""
         mode = cfg.get("mode")
-        check(mode in ("train", "count", "eval"), "mode", f"must be 'train', 'eval' or 'count', got {mode!r}")
+        check(mode in ("train", "count", "eval", "plan"), "mode", f"must be 'train', 'eval', 'count' or 'plan', got {mode!r}")
         seed = as_int(cfg.get("seed"), "seed", minimum=0)
         tag = str(cfg.get("run_tag") or "")
         check(bool(RUN_TAG.fullmatch(tag)) and ".." not in tag, "run_tag",
@@ -72,6 +72,10 @@ class RunSettings:
         check(bool(trains) or mode == "eval", "method",
               f"'{method.name}' trains nothing on model '{cfg.model.name}'; evaluate it as loaded with mode=eval")
         lr = learning_rate(cfg)
+        if mode == "plan":  # planned for the GPUs it names, on a machine that may have none (onelora.plan)
+            settings = cls(cfg, mode, seed, method, model, task, lr, None, 1)
+            settings.dry_build_optimization()
+            return settings
         world = world_size(cfg)
         settings = cls(cfg, mode, seed, method, model, task, lr, per_device_batch(cfg, world), world,
                        accumulation(cfg, world))

@@ -64,18 +64,21 @@ class DepthDatasetSpec:
     test_depth_dir: str | None = None
     focal: float = 0.0  # the split files' focal length at the original width (the synthetic writer scales it)
     width: int = 0
+    height: int = 0  # the original images' height (with ``width``: the ground truth's size before any crop)
 
 
 DATASETS: dict[str, DepthDatasetSpec] = {
     "nyu": DepthDatasetSpec(
         "nyu", 1e-3, 10.0, "eigen", (0.75, 1.25), "png_mm", None, image_dir="sync", depth_dir="sync",
         test_image_dir="official_splits/test", test_depth_dir="official_splits/test", focal=518.8579, width=640,
+        height=480,
     ),
     "kitti": DepthDatasetSpec(
         "kitti", 1e-3, 80.0, "garg", (0.9, 1.1), "png_256", (352, 1216),
         image_dir="raw_data", depth_dir="data_depth_annotated_zoedepth", focal=721.5377, width=1242,
+        height=375,
     ),
-    "diode_outdoor": DepthDatasetSpec("diode_outdoor", 1e-3, 80.0, "garg", (0.9, 1.1), "npy", None, width=1024),
+    "diode_outdoor": DepthDatasetSpec("diode_outdoor", 1e-3, 80.0, "garg", (0.9, 1.1), "npy", None, width=1024, height=768),
 }
 GAMMA_RANGE = (0.9, 1.1)
 COLOUR_RANGE = (0.9, 1.1)

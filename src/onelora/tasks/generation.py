@@ -43,7 +43,7 @@ class GenerationModule(FineTuneModule):
         self,
         model: nn.Module,
         *,
-        fid_features: nn.Module,
+        fid_features: nn.Module | None,
         vae: nn.Module | None = None,
         num_classes: int | None = None,
         diffusion_steps: int = 1000,
@@ -69,7 +69,8 @@ class GenerationModule(FineTuneModule):
         DDIM; ``cfg_scale`` classifier-free guidance (1: none), ``guided_channels`` as DiT's
         ``forward_with_cfg`` (3) or all eps channels (None); ``clip_denoised`` None: clip predicted
         x_0 in pixel space, not in latent space (DiT). ``ema_decay`` None: no EMA (sample with the
-        trained weights). ``test_fid_samples`` None: ``fid_samples``.
+        trained weights). ``test_fid_samples`` None: ``fid_samples``. ``fid_features`` None: a module
+        that trains but cannot evaluate (``mode=plan`` traces training steps without the task's parts).
         """
         super().__init__(model, **base_kwargs)
         if sampler not in SAMPLERS:
@@ -92,8 +93,9 @@ class GenerationModule(FineTuneModule):
         self.sample_batch_size, self.sample_seed = int(sample_batch_size), int(sample_seed)
         self.ema_decay, self.ema_warmup = ema_decay, bool(ema_warmup)
         self.grid_columns, self.grid_classes = int(grid_columns), int(grid_classes)
-        self.val_fid = fid_metric(fid_features, reset_real_features=False)  # real features: once per run
-        self.test_fid = fid_metric(fid_features)
+        no_fid = fid_features is None
+        self.val_fid = None if no_fid else fid_metric(fid_features, reset_real_features=False)  # real features: once per run
+        self.test_fid = None if no_fid else fid_metric(fid_features)
         self.ema: EMA | None = None
         self._pending_ema: dict[str, Any] | None = None
         self._val_real_ready = False
@@ -198,7 +200,9 @@ class GenerationModule(FineTuneModule):
         except RuntimeError:  # not attached to a trainer (used directly)
             return 0, 1
 
-    def _fid_of_samples(self, metric: nn.Module, count: int, stage: str) -> float:
+    def _fid_of_samples(self, metric: nn.Module | None, count: int, stage: str) -> float:
+        if metric is None:
+            raise ValueError("GenerationModule: FID needs the task's fid_features part (task.parts.fid_features)")
         seed = self.sample_seed + self._rank_world()[0]  # ranks draw different samples
         for images in self.iter_samples(self._local_labels(count), seed=seed):
             metric.update(images, real=False)
@@ -213,7 +217,7 @@ class GenerationModule(FineTuneModule):
         self._collect_val_real = not self._val_real_ready and not self.trainer.sanity_checking
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        if self._collect_val_real:
+        if self._collect_val_real and self.val_fid is not None:
             self.val_fid.update(batch["image"], real=True)
 
     def on_validation_epoch_end(self) -> None:
@@ -224,10 +228,12 @@ class GenerationModule(FineTuneModule):
 
     # -- test -----------------------------------------------------------------------------------
     def on_test_epoch_start(self) -> None:
-        self.test_fid.reset()
+        if self.test_fid is not None:
+            self.test_fid.reset()
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self.test_fid.update(batch["image"], real=True)
+        if self.test_fid is not None:
+            self.test_fid.update(batch["image"], real=True)
 
     def on_test_epoch_end(self) -> None:
         self.log("test/fid", self._fid_of_samples(self.test_fid, self.test_fid_samples, "test"), sync_dist=True)
