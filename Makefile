@@ -9,7 +9,7 @@ source ?= files        # make reproduce-tables source=wandb [project=onelora ent
 project ?= onelora
 entity ?=
 
-.PHONY: install run test test-e2e test-slow test-slurm test-all lint bench reproduce-tables reproduce-mini reproduce-s1 analysis count-paper clean
+.PHONY: install run test test-e2e test-slow test-slurm test-all lint bench reproduce-tables reproduce-mini reproduce-s1 analysis count-paper plan clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
@@ -82,6 +82,10 @@ count-paper: $(STAMP)  ## parameter counts of the paper's models for every metho
 	  $(PY) run.py -m mode=count model=$${pair%%:*} task=$${pair##*:} method=$(COUNT_METHODS) \
 	    hydra/job_logging=none hydra/hydra_logging=none 2>&1 | grep '^{' || exit 1; \
 	done
+
+PLAN_JOBS ?= 2
+plan: $(STAMP)  ## every paper grid planned on fake tensors (memory per GPU, FLOPs, GPU-hours; no GPU, weights or data) -> reports/plan.md
+	$(PY) -m onelora.plan --out $(REPORTS) --jobs $(PLAN_JOBS)
 
 clean:
 	rm -rf .pytest_cache build src/*.egg-info

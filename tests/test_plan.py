@@ -32,7 +32,7 @@ METHODS = ("onelora", "lora", "onelora_random", "lora_qkv", "vera", "dora", "mor
 FAST = ("onelora",)  # the default tier; every other method is in the slow tier
 #: combinations the configs refuse (DiT has no norm parameters: norms alone trains nothing)
 REFUSED = {("generation", "norms")}
-EXACT = ("activations", "forward_held", "peak", "peak_without_states", "grad_bytes", "optimizer_bytes",
+EXACT = ("activations", "forward_held", "peak", "peak_without_states", "optimizer_transient", "grad_bytes", "optimizer_bytes",
          "trainable", "params", "flops_forward", "flops_backward", "flops_recompute")
 
 
@@ -136,7 +136,8 @@ def test_the_largest_micro_batch_is_the_last_that_fits(tmp_path):
 def _trace(**kw) -> StepTrace:
     base = dict(micro_batch=2, params=1000, trainable=100, param_bytes={"bfloat16": 2000}, trainable_bytes=200,
                 buffer_bytes=0, grad_bytes=200, optimizer_bytes=400, activations=5000, forward_held=6000,
-                peak=10_000, peak_without_states=9_000, flops_forward=10, flops_backward=20, flops_recompute=5)
+                peak=10_000, peak_without_states=9_000, optimizer_transient=400, flops_forward=10, flops_backward=20,
+                flops_recompute=5)
     return StepTrace(**{**base, **kw})
 
 
@@ -148,7 +149,8 @@ def test_strategies_share_the_states_over_the_gpus(tmp_path):
     zero2 = dataclasses.replace(run, strategy="zero2", gpus=4).memory(trace)
     assert single.peak == 10_000 and ddp.peak == 10_000 + 200  # DDP's buckets: a copy of the gradients
     buckets = 2 * run.plan.zero2_bucket_elements * 2  # two reduce buckets of bf16
-    assert zero2.peak == 9_000 + 100 * (12 + 2) / 4 + buckets  # fp32 master + 2 moments + a gradient, sharded
+    # fp32 master + 2 moments + a gradient, sharded; the step's temporaries for the fp32 share
+    assert zero2.peak == 9_000 + 100 * (12 + 2) / 4 + buckets + 400 * 4 / 2 / 4
     assert single.total == single.peak + run.plan.reserve_gib * GIB
 
 
@@ -196,8 +198,9 @@ def test_attention_is_planned_with_the_kernel_a_gpu_runs():
             torch.nn.functional.scaled_dot_product_attention(q * 1, q * 1, q * 1, attn_mask=mask)
     assert kernels.kernels == {"flash": 1} and masked.kernels == {"efficient": 1}
     assert saved_masked.bytes > flash  # the memory-efficient kernel also keeps the (float) mask
-    # flash keeps q, k, v, the output (bf16) and a float32 logsumexp per row, nothing of size n x n
-    assert flash == 4 * b * h * n * d * 2 + b * h * n * 4 + 16  # + the RNG state (two int64)
+    # flash keeps q, k, v, the output (bf16) and a float32 logsumexp per row (and its RNG state: a few
+    # int64), nothing of size n x n
+    assert 0 <= flash - (4 * b * h * n * d * 2 + b * h * n * 4) <= 64
     assert torch.nn.functional.scaled_dot_product_attention.__name__ == "scaled_dot_product_attention"  # restored
 
 
@@ -224,7 +227,8 @@ def test_cpu_autocast_keeps_what_cuda_autocast_keeps(tmp_path):
             finally:
                 torch.autocast_decrement_nesting(), torch.clear_autocast_cache(), enable[0](device, False)
             saved[device] = counter.bytes
-    assert saved["cpu"] == pytest.approx(saved["cuda"], rel=0.01)
+    # 1LoRA's sums are float32 under CUDA's policy: a visible share of a hidden size of 32 (0.03% at ViT-B)
+    assert saved["cpu"] == pytest.approx(saved["cuda"], rel=0.02)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -283,9 +287,12 @@ def test_a_sequence_longer_than_the_model_takes_is_named(tmp_path):
         run_inprocess(tmp_path, "mode=plan", *FAMILIES["language"], "method=onelora", "plan.seq_length=1000")
 
 
-def test_a_method_that_trains_nothing_on_the_model_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="^method: 'norms' trains nothing on model 'tiny_dit'"):
+def test_a_method_that_cannot_apply_to_the_model_is_refused(tmp_path):
+    from onelora.adapters import AdapterConfigError
+
+    with pytest.raises((ConfigError, AdapterConfigError)) as err:
         run_inprocess(tmp_path, "mode=plan", *FAMILIES["generation"], "method=norms")
+    assert "'norms'" in str(err.value) and "DiT has none" in str(err.value) and "\n" not in str(err.value)
 
 
 class _Unique(torch.nn.Module):
@@ -294,6 +301,9 @@ class _Unique(torch.nn.Module):
     def __init__(self, model):
         super().__init__()
         self.model = model
+
+    def on_fit_start(self):
+        pass
 
     def training_step(self, batch, batch_idx):
         images, _ = batch
@@ -338,7 +348,7 @@ def test_the_grids_are_read_from_the_experiments():
 
 def test_the_paper_rows_map_onto_our_runs():
     rows = plan_paper.paper_rows()
-    assert len(rows) == 94 and {r["table"] for r in rows} == {f"S{i}" for i in range(2, 13)}
+    assert len(rows) == 99 and {r["table"] for r in rows} == {f"S{i}" for i in range(2, 13)}
     s11 = next(r for r in rows if r["table"] == "S11" and r["method"] == "onelora+bias+norms")
     assert plan_paper.claim_configs(s11) == ("task=nyu_to_kitti", "method=onelora_bias_norms", "trainer=gpu")
     s7 = next(r for r in rows if r["table"] == "S7")

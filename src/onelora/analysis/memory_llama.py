@@ -1,9 +1,15 @@
 """GPU memory per method for LLaMA-2 7B / 13B fine-tuning at the paper's settings, and whether the
 paper's claim holds that at 13B only 1LoRA, BitFit, DiffFit and LoRA-QKV fit 2 samples per 40 GB A100.
 
-    python -m onelora.analysis.memory_llama --out reports/memory_llama.md
+    python -m onelora.analysis.memory_llama --out reports/memory_llama.md [--jobs 2]
+    python -m onelora.analysis.memory_llama --cross-check      # + the fitted model below, on real CPU tensors (slow)
 
-The model, term by term (every assumption is printed in the report):
+The report comes from the plan (``onelora.plan``: each run's training iteration traced exactly on
+fake tensors at the paper's shapes, per-GPU memory under DeepSpeed ZeRO-2 as MoRA ran it).
+
+The fitted model it replaced stays as a cross-check of the activations (``--cross-check``: the
+tensors kept for backward measured on real CPU tensors of 1- and 2-block real-width models and
+extrapolated; the report prints the two side by side). That model, term by term:
 - weights: every parameter in bf16 (MoRA's script loads the base in bf16 and peft adapters take
   the base's dtype; ours do too). Counts are exact, from the real transformers classes on the meta
   device with our adapter layer and the model configs' target sets.
@@ -320,8 +326,9 @@ def _gib(x: float) -> str:
     return f"{x / GIB:.2f}"
 
 
-def run(out: Path, models: Sequence[str] = ("llama2_7b", "llama2_13b"), methods: Sequence[str] = METHODS,
-        tokens: tuple[int, ...] = (32, 64, 96), conf: Path = CONF, log=print) -> str:
+def fitted_run(out: Path, models: Sequence[str] = ("llama2_7b", "llama2_13b"), methods: Sequence[str] = METHODS,
+               tokens: tuple[int, ...] = (32, 64, 96), conf: Path = CONF, log=print) -> str:
+    """The former report: the fitted model of every (model, method) (hours on a CPU)."""
     rows: dict[tuple[str, str, str, bool], Budget] = {}
     profiles: dict[tuple[str, str, str, bool], ActivationProfile] = {}
     started = time.time()
@@ -544,16 +551,212 @@ def paper_reading(rows) -> list[str]:
     return out
 
 
+# -------------------------------------------------------------------------------------------------
+# the report, from the plan
+# -------------------------------------------------------------------------------------------------
+
+#: what a row plans: MoRA's recipe (no activation checkpointing, our method configs), with MoRA's
+#: LoRA-family dropout, and our task=metamath (activation checkpointing on)
+VARIANTS = {"mora": ("task.module.gradient_checkpointing=false",),
+            "mora_dropout": ("task.module.gradient_checkpointing=false", f"++method.options.dropout={MORA_SCRIPT_DROPOUT}"),
+            "checkpointing": ()}
+DROPOUT_METHODS = ("lora", "lora_qkv", "vera", "dora")
+
+
+def plan_configs(model: str, method: str, variant: str) -> tuple[str, ...]:
+    head = ("experiment=table_s7",) if model == "llama2_13b" else ()
+    return (*head, "task=metamath", f"method={method}", "trainer=deepspeed", *VARIANTS[variant])
+
+
+def rows_of(models: Sequence[str], methods: Sequence[str]) -> list[tuple[str, str, str]]:
+    return [(model, method, variant) for model in models for method in methods for variant in VARIANTS
+            if variant != "mora_dropout" or method in DROPOUT_METHODS]
+
+
+def run(out: Path, models: Sequence[str] = ("llama2_7b", "llama2_13b"), methods: Sequence[str] = METHODS, *,
+        jobs: int = 1, cache: Path | None = None, cross_check: Sequence[str] = (), log=print) -> str:
+    """reports/memory_llama.md from the plan; ``cross_check``: methods whose 13B activations the fitted
+    model also measures."""
+    from ..plan.paper import plan_all
+
+    rows = rows_of(models, methods)
+    records = plan_all([plan_configs(*r) for r in rows], cache_dir=str(cache) if cache else None, jobs=jobs, log=log)
+    planned = {r: records[plan_configs(*r)] for r in rows}
+    fitted = {m: fitted_activations("llama2_13b", m) for m in cross_check}
+    text = plan_report(planned, models, methods, fitted)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return text
+
+
+def fitted_activations(model: str, method: str) -> float:
+    """The fitted model's activation bytes of ``model`` at the paper's batch, MoRA's recipe."""
+    cfg = model_config(model)
+    spec = method_spec(cfg, method)
+    profile = measure_activations(cfg, spec, checkpointing=False)
+    run_cfg, arch = PAPER_RUNS[model], cfg["arch"]
+    return profile.bytes("rest", run_cfg["samples"], run_cfg["seq"]) + \
+        arch["num_hidden_layers"] * profile.bytes("block", run_cfg["samples"], run_cfg["seq"])
+
+
+def _per_gpu_states(record: Mapping[str, Any]) -> float:
+    """ZeRO-2's per-GPU share: fp32 master + two fp32 moments + a bf16 gradient per trainable parameter."""
+    return record["trainable"] * (12 + 2) / record["gpus"]
+
+
+def plan_report(planned: Mapping[tuple[str, str, str], Any], models: Sequence[str], methods: Sequence[str],
+                fitted: Mapping[str, float] | None = None) -> str:
+    ok = {k: v for k, v in planned.items() if isinstance(v, dict)}
+    lines = [
+        "# GPU memory of LLaMA-2 fine-tuning per method, as the paper ran it",
+        "",
+        "Generated by `python -m onelora.analysis.memory_llama --out reports/memory_llama.md` from the plan "
+        "(`onelora.plan`, docs/plan.md): each run's training iteration traced exactly on fake tensors (transformers' "
+        "LlamaForCausalLM of the real size, our adapter layers, the task module's step, AdamW), at the paper's "
+        "shapes, per GPU under DeepSpeed ZeRO-2 as MoRA trained. GiB = 2^30 bytes; the A100's 40 GB are taken as "
+        "40 GiB.",
+        "",
+        "## Settings",
+        "",
+        "- 7B: 16 GPUs x 4 samples (accumulation 2); 13B: 64 GPUs x 2 samples; 512 tokens per sample (MoRA's "
+        "cutoff; batches pad to their longest sample, so this is the worst batch), one position padded (transformers "
+        "then passes an explicit attention mask: the memory-efficient SDPA kernel).",
+        "- Weights in bf16, no autocast (DeepSpeed's bf16 casts the module; MoRA loads the base in bf16). ZeRO-2: "
+        "an fp32 master copy and AdamW's two fp32 moments (12 B) and a bf16 gradient (2 B) per trainable parameter, "
+        "divided over the GPUs, plus two reduce buckets of 2e8 bf16 elements (0.75 GiB, `overlap_comm`).",
+        "- Variants: `mora`: MoRA's recipe (no activation checkpointing: `grad_checkpoint` defaults to False in its "
+        "script) with our method configs (no dropout); `mora_dropout`: with MoRA's `lora_dropout` 0.05 where our "
+        "layer takes a dropout (LoRA, LoRA-QKV, VeRA, DoRA; CUDA's fused dropout keeps a 1-byte mask); "
+        "`checkpointing`: our `task=metamath` (non-reentrant activation checkpointing per decoder layer).",
+        "- Peak per GPU: the traced peak of live tensors (allocations rounded to 512 B), the states sharded, + 1 GiB "
+        "reserve (CUDA context, library workspaces). Not counted: the caching allocator's reserve and "
+        "fragmentation, NCCL's buffers, DeepSpeed's all-gather buffers.",
+        "",
+    ]
+    for model in models:
+        r = PAPER_RUNS[model]
+        lines += [f"## {model}: {r['samples']} x {r['seq']} tokens per GPU, {r['gpus']} GPUs", "",
+                  "| method | variant | trainable | weights | grads + optimizer (per GPU) | ZeRO buckets | activations | "
+                  "peak per GPU | % of 40 GiB | fits | paper % |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+        for method in methods:
+            for variant in VARIANTS:
+                rec = ok.get((model, method, variant))
+                if rec is None:
+                    continue
+                b = rec["bytes"]
+                paper = PAPER_MEMORY_PCT.get(model, {}).get(method) if variant == "mora" else None
+                lines.append(
+                    f"| {method} | {variant} | {rec['trainable']:,} | {_gib(sum(b['params'].values()))} | "
+                    f"{_gib(_per_gpu_states(rec))} | {_gib(b['strategy_overhead'])} | {_gib(b['activations'])} | "
+                    f"{rec['peak_gib']:.2f} | {100 * rec['peak_gib'] * GIB / GPU_BYTES:.0f} | "
+                    f"{rec['cards']['a100_40gb']['verdict']} | {paper if paper is not None else '-'} |")
+        lines.append("")
+    lines += _plan_verdict(ok, methods) + _plan_why(ok) + _cross_check(ok, fitted or {})
+    return "\n".join(lines) + "\n"
+
+
+def _plan_verdict(ok, methods, model: str = "llama2_13b") -> list[str]:
+    from ..plan.paper import relative_reading
+
+    mora = {m: ok[(model, m, "mora")] for m in methods if (model, m, "mora") in ok}
+    if "onelora" not in mora:
+        return []
+    relative = relative_reading(mora, PAPER_MEMORY_PCT[model]["onelora"])
+    lines = ["## Verdict: LLaMA-2 13B, 2 samples per 40 GB GPU", "",
+             "| method | paper: fits | MoRA's recipe | with dropout 0.05 | our checkpointing | paper-relative |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    fits: dict[str, set[str]] = {"mora": set(), "mora_dropout": set(), "checkpointing": set(), "relative": set()}
+    for method, rec in mora.items():
+        cells = []
+        for variant in ("mora", "mora_dropout", "checkpointing"):
+            r = ok.get((model, method, variant), rec if variant == "mora_dropout" else None)
+            if r is None:
+                cells.append("-")
+                continue
+            verdict = r["cards"]["a100_40gb"]["verdict"]
+            fits[variant] |= {method} if verdict != "no" else set()
+            cells.append(f"{verdict} ({r['peak_gib']:.2f} GiB)")
+        rel = relative[method]
+        fits["relative"] |= {method} if rel <= 40 else set()
+        cells.append(f"{'fits' if rel <= 40 else 'no'} ({rel:.2f} GiB)")
+        lines.append(f"| {method} | {'yes' if method in PAPER_FITS_13B else 'no'} | " + " | ".join(cells) + " |")
+    paper = PAPER_FITS_13B & set(mora)
+    labels = {"mora": "MoRA's recipe", "mora_dropout": "MoRA's recipe with its dropout", "checkpointing":
+              "our checkpointing", "relative": "the paper-relative reading (the plan's excess over 1LoRA added to the "
+              f"paper's 13B 1LoRA figure, {PAPER_MEMORY_PCT[model]['onelora']}%)"}
+    lines.append("")
+    for key, label in labels.items():
+        found = fits[key]
+        lines.append(f"- {label}: {sorted(found)} fit: " + ("exactly the paper's set." if found == paper else
+                     f"the paper's set is {sorted(paper)} (extra {sorted(found - paper)}, missing {sorted(paper - found)})."))
+    base = mora["onelora"]["peak_gib"]
+    lines += ["", f"The paper's 13B 1LoRA run used {PAPER_MEMORY_PCT[model]['onelora']}% = "
+              f"{PAPER_MEMORY_PCT[model]['onelora'] / 100 * 40:.1f} GiB; the plan counts {base:.2f} GiB (reserve included) "
+              "for its tensors, so the rest is what a tensor count leaves out (the allocator's cache and fragmentation, "
+              "NCCL). Counting tensors no method needs more than 40 GiB on MoRA's recipe; the paper's split between "
+              "fitting and not fitting is not what the tensors make.", ""]
+    return lines
+
+
+def _plan_why(ok, model: str = "llama2_13b") -> list[str]:
+    base = ok.get((model, "bitfit", "mora"))
+    if base is None:
+        return []
+    r = PAPER_RUNS[model]
+    layers = {"llama2_7b": 32, "llama2_13b": 40}[model]
+    per = r["samples"] * r["seq"] * layers
+    parts = []
+    for method, variant, what in (("onelora", "mora", "1LoRA keeps sum(x), one value per token and layer"),
+                                  ("lora", "mora", "LoRA's A keeps its inputs"),
+                                  ("lora", "mora_dropout", "LoRA with dropout 0.05 keeps a mask and a dropped copy of its inputs"),
+                                  ("difffit", "mora", "DiffFit's gamma keeps every adapted output (lm_head's included)"),
+                                  ("mora6", "mora", "our MoRA type 6 keeps its rotated compressed input"),
+                                  ("full", "mora", "full fine-tuning keeps every linear's input")):
+        rec = ok.get((model, method, variant))
+        if rec is not None:
+            parts.append(f"{what}: {(rec['bytes']['activations'] - base['bytes']['activations']) / per:+,.0f} B")
+    return ["## Why (13B, MoRA's recipe: activation bytes per token and decoder layer beyond BitFit's)", "",
+            "; ".join(parts) + f". BitFit's own: {base['bytes']['activations'] / per:,.0f} B per token and layer "
+            "(the frozen base keeps its norms' inputs, q, k, v and the attention output, the MLP's gate, up and SiLU "
+            "outputs; a frozen linear keeps nothing of its input). The weights (24.2 GiB in bf16) dominate every "
+            "method; what separates the methods is what their layers keep for backward.", ""]
+
+
+def _cross_check(ok, fitted: Mapping[str, float], model: str = "llama2_13b") -> list[str]:
+    lines = ["## Cross-check: the fitted model", "",
+             "The report this one replaced was fitted: activation bytes measured on real CPU tensors of 1- and 2-block "
+             "real-width LLaMA-2 models at three lengths, extrapolated to the full depth and the paper's batch "
+             "(`fitted_run`, kept as the cross-check; `--cross-check` reruns it for the methods given). "]
+    if not fitted:
+        return lines + ["Not run for this report (`python -m onelora.analysis.memory_llama --cross-check onelora "
+                        "lora difffit`, minutes per method on a CPU).", ""]
+    lines += ["", "| method | planned activations GiB | fitted GiB | difference |", "| --- | ---: | ---: | ---: |"]
+    for method, value in fitted.items():
+        rec = ok.get((model, method, "mora"))
+        if rec is None:
+            continue
+        planned = rec["bytes"]["activations"]
+        lines.append(f"| {method} | {_gib(planned)} | {_gib(value)} | {100 * (planned - value) / value:+.2f}% |")
+    return lines + ["", "The plan steps through the task module (labels, a padded batch's attention mask, the "
+                    "GPU's attention kernel); the fitted model ran the bare model on CPU kernels without a mask.", ""]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    import os
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("reports/memory_llama.md"))
     parser.add_argument("--models", nargs="+", default=list(PAPER_RUNS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--tokens", nargs=3, type=int, default=(32, 64, 96))
+    parser.add_argument("--jobs", type=int, default=1, help="processes tracing runs in parallel")
+    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("ONELORA_CACHE", ".cache")) / "plan")
+    parser.add_argument("--cross-check", nargs="*", default=[], metavar="METHOD",
+                        help="also fit these methods' 13B activations on real CPU tensors (the former model)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    run(args.out, args.models, args.methods, tuple(args.tokens))
+    run(args.out, args.models, args.methods, jobs=args.jobs, cache=args.cache, cross_check=args.cross_check)
     print(f"wrote {args.out}")
 
 

@@ -10,12 +10,13 @@ Rules (docs/plan.md states them with the numbers they give):
   rest, or ``batch_size / gpus`` per GPU.
 - **Per-GPU memory** = the traced peak (one process, nothing sharded), then the strategy's share:
   ``ddp`` adds DDP's gradient buckets (a second copy of the gradients); ``zero2`` (DeepSpeed ZeRO
-  stage 2, as MoRA trained LLaMA-2) replaces the traced gradients and optimizer states by
-  DeepSpeed's: an fp32 master copy and AdamW's two fp32 moments (12 bytes) and the gradient in the
-  weights' dtype per trainable parameter, divided over the GPUs, plus two reduce buckets of
-  ``plan.zero2_bucket_elements`` (``overlap_comm``); ``fsdp`` divides parameters, gradients and
-  states over the GPUs and adds the largest wrapped unit twice (being computed, prefetched) and the
-  unwrapped root unit, gathered. A card fits a run when the peak plus ``plan.reserve_gib`` (CUDA
+  stage 2, as MoRA trained LLaMA-2) takes forward and backward's peak without the traced gradients
+  and optimizer states and adds DeepSpeed's: an fp32 master copy and AdamW's two fp32 moments (12
+  bytes) and the gradient in the weights' dtype per trainable parameter, divided over the GPUs, the
+  optimizer step's temporaries for that fp32 share, and two reduce buckets of
+  ``plan.zero2_bucket_elements`` (``overlap_comm``); ``fsdp`` divides parameters, gradients, states
+  and the step's temporaries over the GPUs and adds the largest wrapped unit twice (being computed,
+  prefetched) and the unwrapped root unit, gathered. A card fits a run when the peak plus ``plan.reserve_gib`` (CUDA
   context, library workspaces: memory no traced op allocates) is at most its memory.
 - **Largest micro-batch**: the peak traced at two micro-batch sizes (b and 2b) gives a line
   a + c x b (every term the trace sees is affine in the batch; the tests check a third size lands on
@@ -44,6 +45,7 @@ from typing import Any, Mapping
 
 import torch
 
+from ..adapters import AdapterConfigError
 from ..config import ConfigError, as_float, as_int, check, plain
 from .inputs import batch_builder
 from .trace import ATTENTION, BLOCK_BYTES, PRECISIONS, StepSpec, StepTrace, TraceError, trace_step
@@ -300,6 +302,8 @@ class RunPlan:
                 result = trace_step(self.spec, b, fake=fake)
             except TraceError as err:
                 raise ConfigError(f"mode=plan: model {self.name['model']!r} with method {self.name['method']!r}: {err}") from err
+            except (ConfigError, AdapterConfigError):  # the method or the config, named as in a run
+                raise
             except (RuntimeError, ValueError, TypeError, IndexError) as err:
                 raise ConfigError(
                     f"mode=plan: model '{self.name['model']}' does not take the task's input {self.shapes} at micro-batch "
@@ -321,12 +325,13 @@ class RunPlan:
             size = torch.empty((), dtype=getattr(torch, element)).element_size()
             sharded = t.trainable * (12 + size) / n
             buckets = 2.0 * self.plan.zero2_bucket_elements * size
-            peak = t.peak_without_states + sharded + buckets
+            step = t.optimizer_transient * 4 / size / n  # the step's temporaries, on the fp32 share
+            peak = t.peak_without_states + sharded + buckets + step
             return Memory("zero2", n, peak, params, sharded, peak - params - sharded - buckets, buckets, reserve)
         if self.strategy == "fsdp":
             largest, root = self.fsdp_units or (0, 0)
             gathered = 2 * largest + root
-            peak = t.peak_without_states - params + params / n + gathered + states / n
+            peak = t.peak_without_states - params + params / n + gathered + (states + t.optimizer_transient) / n
             return Memory("fsdp", n, peak, params / n, states / n, peak - params / n - gathered - states / n, gathered, reserve)
         buckets = float(t.grad_bytes) if self.strategy == "ddp" and n > 1 else 0.0
         peak = t.peak + buckets
@@ -451,15 +456,23 @@ class TraceCache:
 TRACES = TraceCache()
 
 
+#: onelora's code that never runs in a trace (a change there keeps the cached traces)
+OUTSIDE_TRACES = ("reporting", "analysis", "bench", "plan/report.py", "plan/paper.py", "plan/measure.py",
+                  "plan/__main__.py", "plan/__init__.py")
+
+
 @functools.lru_cache(maxsize=1)
 def source_digest() -> str:
-    """onelora's source and the libraries a trace runs through, digested: a cached trace is used only
-    while neither changed."""
+    """onelora's source that a trace runs and the libraries it runs through, digested: a cached
+    trace is used only while neither changed."""
     import importlib.metadata as md
 
+    root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).resolve().parents[1].rglob("*.py")):
-        digest.update(path.read_bytes())
+    for path in sorted(root.rglob("*.py")):
+        name = path.relative_to(root).as_posix()
+        if not any(name == skip or name.startswith(f"{skip}/") for skip in OUTSIDE_TRACES):
+            digest.update(name.encode() + path.read_bytes())
     for name in ("torch", "transformers", "timm", "lightning"):
         try:
             digest.update(f"{name}={md.version(name)}".encode())

@@ -121,6 +121,27 @@ def run_plan(overrides: Sequence[str], cache_dir: str | None) -> Any:
     return RunPlan.from_settings(RunSettings.from_config(cfg))
 
 
+def _record_or_key(job: tuple[tuple[str, ...], str | None]) -> tuple[str, Any]:
+    """("record", record) if the run's trace is known (this process or the cache), ("trace", key) if
+    it must be traced, ("error", message) if the run cannot be planned."""
+    import torch
+
+    from .core import TRACES
+
+    overrides, cache_dir = job
+    torch.set_num_threads(1)
+    try:
+        run = run_plan(overrides, cache_dir)
+        key = run.trace_key(run.micro_batch)
+        if TRACES.get(key, cache_dir) is None:
+            return "trace", key
+        record = run.record(largest=False)
+        record["overrides"] = list(overrides)
+        return "record", record
+    except Exception as err:  # one config's failure is reported, not fatal to the others
+        return "error", f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+
+
 def _trace_one(job: tuple[tuple[str, ...], str | None]) -> tuple[str, dict[str, Any] | str]:
     import torch
 
@@ -129,61 +150,50 @@ def _trace_one(job: tuple[tuple[str, ...], str | None]) -> tuple[str, dict[str, 
     try:
         run = run_plan(overrides, cache_dir)
         return run.trace_key(run.micro_batch), run.trace().to_dict()
-    except Exception as err:  # one config's failure is reported, not fatal to the others
+    except Exception as err:
         return "", f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
 
 
-def plan_all(configs: Iterable[Sequence[str]], *, cache_dir: str | None, jobs: int = 1,
-             log=print) -> dict[tuple[str, ...], Any]:
-    """Records (or error strings) for every config. Each distinct trace is traced once (``jobs``
-    processes), or read from ``cache_dir``; records are then computed from the traces."""
-    from .core import TRACES, StepTrace
-
-    started = time.time()
-    plans: dict[tuple[str, ...], Any] = {}
-    out: dict[tuple[str, ...], Any] = {}
-    for overrides in dict.fromkeys(tuple(c) for c in configs):
-        try:
-            plans[overrides] = run_plan(overrides, cache_dir)
-        except Exception as err:
-            out[overrides] = f"{type(err).__name__}: {err}"
-    todo: dict[str, tuple[str, ...]] = {}
-    for overrides, run in plans.items():
-        key = run.trace_key(run.micro_batch)
-        if TRACES.get(key, cache_dir) is None:
-            todo.setdefault(key, overrides)
-    log(f"plan: {len(plans)} runs, {len(set(r.trace_key(r.micro_batch) for r in plans.values()))} distinct traces, "
-        f"{len(todo)} to trace ({jobs} process{'es' if jobs > 1 else ''})")
-    jobs_list = [(overrides, cache_dir) for overrides in todo.values()]
+def _map(function, jobs_list, jobs):
     if jobs > 1 and len(jobs_list) > 1:
         import multiprocessing
 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-            results = list(pool.map(_trace_one, jobs_list))
-    else:
-        results = [_trace_one(job) for job in jobs_list]
-    failed = {}
-    for (key, result), (overrides, _) in zip(results, jobs_list):
-        if isinstance(result, dict):
-            TRACES.put(key, StepTrace(**result), None)
+            return list(pool.map(function, jobs_list, chunksize=max(1, len(jobs_list) // (8 * jobs))))
+    return [function(job) for job in jobs_list]
+
+
+def plan_all(configs: Iterable[Sequence[str]], *, cache_dir: str | None, jobs: int = 1,
+             log=print) -> dict[tuple[str, ...], Any]:
+    """Records (or error strings) for every config, in ``jobs`` processes: composed and planned from
+    known traces; each trace not known yet (this process, ``cache_dir``) is traced once, then those
+    runs are planned."""
+    from .core import TRACES, StepTrace
+
+    started = time.time()
+    configs = list(dict.fromkeys(tuple(c) for c in configs))
+    out: dict[tuple[str, ...], Any] = {}
+    waiting: dict[str, list[tuple[str, ...]]] = {}
+    for overrides, (kind, value) in zip(configs, _map(_record_or_key, [(c, cache_dir) for c in configs], jobs)):
+        if kind == "trace":
+            waiting.setdefault(value, []).append(overrides)
         else:
-            failed[overrides] = result
+            out[overrides] = value
+    log(f"plan: {len(configs)} runs, {len(configs) - len(out)} waiting for {len(waiting)} traces "
+        f"({jobs} process{'es' if jobs > 1 else ''})")
+    tracing = [(group[0], cache_dir) for group in waiting.values()]
+    for (key, result), (overrides, _) in zip(_map(_trace_one, tracing, jobs), tracing):
+        if isinstance(result, dict):
+            TRACES.put(key, StepTrace(**result), None)  # this process; the workers wrote the cache
+        else:
+            for other in next(g for g in waiting.values() if g[0] == overrides):
+                out[other] = result
             log(f"plan: FAILED {' '.join(overrides)}: {result}")
-    for overrides, run in plans.items():
-        key = run.trace_key(run.micro_batch)
-        origin = todo.get(key)
-        if origin in failed:
-            out[overrides] = failed[origin]
-            continue
-        try:
-            record = run.record(largest=False)
-        except Exception as err:
-            out[overrides] = f"{type(err).__name__}: {err}"
-            continue
-        record["overrides"] = list(overrides)
-        out[overrides] = record
-    log(f"plan: {len(plans)} runs planned in {time.time() - started:.0f} s")
-    return out
+    rest = [c for group in waiting.values() for c in group if c not in out]
+    for overrides, (kind, value) in zip(rest, _map(_record_or_key, [(c, cache_dir) for c in rest], jobs)):
+        out[overrides] = value if kind != "trace" else f"not traced: {value}"
+    log(f"plan: {len(configs)} runs planned in {time.time() - started:.0f} s")
+    return {c: out[c] for c in configs}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ dtypes only, no weights, no data, no GPU; LLaMA-2 13B in seconds) and on real on
 tests run both on each family's tiny twin and compare). What it does is what Lightning does in a
 run: the task module's ``training_step`` under the trainer's precision, the loss divided by the
 accumulation steps, ``backward``, gradient clipping, the module's ``optimizer_step`` and
-``zero_grad(set_to_none=True)``.
+``zero_grad(set_to_none=True)``. One optimizer step runs first, so its states exist; with gradient
+accumulation the traced micro-step is a later one of its window (its gradients exist already, the
+larger peak); the optimizer runs ``foreach`` as it does on CUDA.
 
 Four instruments watch it:
 
@@ -29,14 +31,14 @@ Four instruments watch it:
   tensors under CUDA autocast to show it: autograd cannot run backward on fake CUDA tensors without
   a GPU).
 
-Data-dependent shapes (boolean masks: depth's valid pixels) are traced at their worst case, every
-element selected.
+What fake tensors cannot know is decided the worst way (``UnknownValues``): a boolean mask selects
+every element (depth's valid pixels), a value read back to Python reads as 0 / False (transformers
+then builds the explicit attention mask of a padded batch).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import weakref
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -364,10 +366,11 @@ class StepTrace:
     activations: int  # saved for backward by the first micro-step's forward (hooks), params/buffers excluded
     forward_held: int  # every storage the forward left alive (activations, checkpointed blocks' inputs, outputs)
     peak: int  # live bytes at their maximum over the iteration (rounded allocations)
-    peak_without_states: int  # the same, without gradients and optimizer states (for sharded strategies)
+    peak_without_states: int  # forward and backward's peak without gradients and optimizer states (sharded strategies)
     flops_forward: int  # one micro-step
     flops_backward: int  # one micro-step, recomputation included
     flops_recompute: int  # forward passes run again during backward
+    optimizer_transient: int = 0  # what clipping and the optimizer step allocate beyond what they find (foreach temporaries)
     kernels: dict[str, int] = field(default_factory=dict)
     checkpointing: bool = False
 
@@ -474,6 +477,7 @@ def _iteration(spec: StepSpec, micro_batch: int, live: LiveMemory, kernels: GpuK
     del loss
     grads = {live.record_of(p.grad) for p in trainable if p.grad is not None}
     grad_bytes = sum(p.grad.untyped_storage().nbytes() for p in trainable if p.grad is not None)
+    step_start = live.op + 1
     if spec.clip:
         torch.nn.utils.clip_grad_norm_(trainable, float(spec.clip))
     module.optimizer_step(0, 0, optimizer)
@@ -484,7 +488,10 @@ def _iteration(spec: StepSpec, micro_batch: int, live: LiveMemory, kernels: GpuK
     end = live.op
     timeline = live.window(start, end, {"static": static, "grads": grads, "states": states})
     totals = [sum(parts) for parts in zip(*timeline.values())]
-    without_states = [s + o for s, o in zip(timeline["static"], timeline["other"])]
+    split = step_start - start  # ops before it: forward and backward; from it: clipping and the optimizer
+    without_states = [s + o for s, o in zip(timeline["static"][:split], timeline["other"][:split])]
+    other = timeline["other"]
+    transient = max(other[split:], default=0) - (other[split - 1] if split > 0 else 0)
     by_dtype: dict[str, int] = {}
     for p in params:
         name = str(p.dtype).removeprefix("torch.")
@@ -503,6 +510,7 @@ def _iteration(spec: StepSpec, micro_batch: int, live: LiveMemory, kernels: GpuK
         forward_held=forward_held,
         peak=max(totals) if totals else 0,
         peak_without_states=max(without_states) if without_states else 0,
+        optimizer_transient=max(0, transient),
         flops_forward=int(forward_flops),
         flops_backward=int(total_flops - forward_flops),
         flops_recompute=int(recompute),
@@ -540,5 +548,3 @@ def _quiet_lightning() -> Iterator[None]:
         yield
 
 
-def isclose_bytes(a: int, b: int, rel: float = 0.0) -> bool:
-    return a == b if rel == 0 else math.isclose(a, b, rel_tol=rel)
