@@ -152,6 +152,9 @@ def test_strategies_share_the_states_over_the_gpus(tmp_path):
     # fp32 master + 2 moments + a gradient, sharded; the step's temporaries for the fp32 share
     assert zero2.peak == 9_000 + 100 * (12 + 2) / 4 + buckets + 400 * 4 / 2 / 4
     assert single.total == single.peak + run.plan.reserve_gib * GIB
+    fsdp = dataclasses.replace(run, strategy="fsdp", gpus=4, fsdp_units=(100, 50)).memory(trace)
+    # parameters, gradients, states and the step's temporaries sharded; the largest unit twice and the root gathered
+    assert fsdp.peak == 9_000 - 2000 + 2000 / 4 + (2 * 100 + 50) + (200 + 400 + 400) / 4
 
 
 def test_run_length_from_the_dataset_the_steps_or_the_time_budget(tmp_path):
@@ -314,7 +317,7 @@ def test_an_op_without_fake_tensor_support_is_named_with_the_model(tmp_path):
     run = plan_of(tmp_path, *FAMILIES["classification"], "method=onelora", "plan.cache_dir=null")
     run.spec = dataclasses.replace(run.spec, build_module=_Unique)
     with pytest.raises(ConfigError) as err:
-        run.trace()
+        run.trace(7)  # a micro-batch no other test traces: not from the in-process trace cache
     message = str(err.value)
     assert message.startswith("mode=plan: model 'tiny_vit' with method 'onelora': the op aten._unique2")
     assert "fake-tensor support" in message and "\n" not in message
