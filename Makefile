@@ -76,7 +76,8 @@ reproduce-s1: $(STAMP)  ## Table S1: 1LoRA vs a random compression vector, then 
 # the paper's full-size models, each on its own task: (model, task) pairs
 PAPER_MODELS ?= vit_base:cifar10 depth_anything_l:nyu_to_kitti dit_xl_2:food101_generation \
   llama2_7b:metamath llama2_13b:metamath
-COUNT_METHODS ?= onelora,lora,lora_qkv,vera,dora,mora1,mora6,bitfit,difffit,norms,full
+# the paper's compared methods (describe.compared in conf/method/*.yaml), comma-separated
+COUNT_METHODS ?= $(shell $(PY) -m onelora.methods compared)
 count-paper: $(STAMP)  ## parameter counts of the paper's models for every method (meta device, one JSON line each)
 	@for pair in $(PAPER_MODELS); do \
 	  $(PY) run.py -m mode=count model=$${pair%%:*} task=$${pair##*:} method=$(COUNT_METHODS) \

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from onelora.methods import method_files
 from fakes import write_cifar
 from runs import CIFAR_TINY, CONF, config, run_cli, run_inprocess
 
-METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
+METHODS = method_files()
 TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
 
 

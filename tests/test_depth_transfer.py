@@ -10,16 +10,17 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from onelora.methods import method_files
 from onelora.models import build_model
 from onelora.models.depth_anything import DepthAnything, build_depth_anything
 from onelora.models.weights import MissingWeightsError
-from runs import CONF, config, run_inprocess, twin
+from runs import config, run_inprocess, twin
 
 PAPER_TASKS = ("nyu_to_kitti", "kitti_to_nyu", "kitti_to_diode_outdoor", "nyu_to_diode_outdoor")
 MINI_TASKS = ("depth_mini", "depth_mini_outdoor_to_indoor")
 TINY = {"encoder": "tiny", "embed_dim": 64, "depth": 4, "num_heads": 4, "patch_size": 14, "img_size": 56,
         "features": 16, "out_channels": [8, 16, 32, 32], "max_depth": 10.0}
-METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml") if p.stem != "none")
+METHODS = [m for m in method_files() if m != "none"]
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
+from onelora.methods import method_files
 from runs import ROOT, results, run_inprocess, twin
 
 DIGITS = twin("digits_generation", Path("unused"))
 #: every method config but `none` (mode=eval) and `norms` (DiT's LayerNorms have no parameters: refused)
-METHODS = sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml") if p.stem not in ("none", "norms"))
+METHODS = [m for m in method_files() if m not in ("none", "norms")]
 
 
 @pytest.fixture(scope="module")

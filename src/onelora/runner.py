@@ -30,6 +30,7 @@ from .callbacks import BestMetric, LastCheckpoint, ModelMemory, RunIdentity, Run
 from .config import ConfigError, plain
 from .contract import build
 from .count import count
+from .methods import DESCRIBE
 from .models import build_model
 from .quiet import quiet_library_noise
 from .results import RESULTS_NAME, SCHEMA_VERSION, remove_stale_temporaries, write_json_atomic
@@ -64,6 +65,7 @@ def fingerprint(cfg: DictConfig) -> str:
     data = {k: v for k, v in plain(cfg).items() if k not in NON_RESULT_KEYS}
     for key in ("enable_progress_bar", "log_every_n_steps"):
         data.get("trainer", {}).pop(key, None)
+    data.get("method", {}).pop(DESCRIBE, None)  # how reports show the method, not what it computes
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -38,6 +38,7 @@ from torch import nn
 
 from ..adapters import MethodSpec, inject
 from ..bench.memory import SavedTensorCounter, model_storage_keys, unique_bytes
+from ..methods import compared_methods
 
 GIB = 1024**3
 CONF = Path(__file__).resolve().parents[3] / "conf"
@@ -51,8 +52,6 @@ ZERO2_BUCKET_ELEMENTS = int(2e8)
 ZERO2_BUCKETS = 2
 #: MoRA's train.py default lora_dropout (its MetaMathQA command does not change it)
 MORA_SCRIPT_DROPOUT = 0.05
-#: the methods of Tables S6 / S7, plus DoRA, norms and full fine-tuning as references
-METHODS = ("onelora", "bitfit", "difffit", "lora_qkv", "lora", "vera", "dora", "mora1", "mora6", "norms", "full")
 #: the paper's claim: at 13B, 2 samples per 40 GB GPU fit for these only (Table S7)
 PAPER_FITS_13B = {"onelora", "bitfit", "difffit", "lora_qkv"}
 #: GPU memory in % of a 40 GB A100 as printed in Tables S6 / S7
@@ -320,8 +319,11 @@ def _gib(x: float) -> str:
     return f"{x / GIB:.2f}"
 
 
-def run(out: Path, models: Sequence[str] = ("llama2_7b", "llama2_13b"), methods: Sequence[str] = METHODS,
+def run(out: Path, models: Sequence[str] = ("llama2_7b", "llama2_13b"), methods: Sequence[str] | None = None,
         tokens: tuple[int, ...] = (32, 64, 96), conf: Path = CONF, log=print) -> str:
+    """``methods``: config files; None: the paper's compared methods (Tables S6 / S7's, plus DoRA,
+    norms and full fine-tuning as references: ``describe.compared`` of conf/method/)."""
+    methods = list(methods) if methods is not None else compared_methods()
     rows: dict[tuple[str, str, str, bool], Budget] = {}
     profiles: dict[tuple[str, str, str, bool], ActivationProfile] = {}
     started = time.time()
@@ -548,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("reports/memory_llama.md"))
     parser.add_argument("--models", nargs="+", default=list(PAPER_RUNS))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=None, help="method configs (default: the compared ones)")
     parser.add_argument("--tokens", nargs=3, type=int, default=(32, 64, 96))
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)

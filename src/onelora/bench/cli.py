@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     size.add_argument("--paper-sizes", action="store_true", help="paper-sized shapes and more steps (for a GPU)")
     p.add_argument("--out", default="reports", help="output folder (bench.json, bench.md, bench.png, ...)")
     p.add_argument("--models", default="vit,llama", help="main model families, comma-separated: vit, llama")
-    p.add_argument("--methods", default="", help=f"comma-separated method keys (default all): {', '.join(methods.BY_KEY)}")
+    p.add_argument("--methods", default="", help=f"comma-separated method keys (default all): {', '.join(methods.by_key())}")
     p.add_argument("--batch", type=int, default=None, help="batch size of the main runs (overrides the profile)")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per method in the main runs")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps per method before the measured step")
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
             share = max(left, 0.0) * weight / sum(p[5] for p in plan[i:])
         log(f"[{elapsed:.0f} s] {group}: {name} batch {batch}")
         if group == "merged":
-            wanted = [m.method for m in selected if m.impl == "onelora" and m.method in inference.MERGEABLE]
+            wanted = [m.method for m in selected if methods.mergeable(m)]
             merged = inference.run_merged(
                 SHAPES[name], batch, wanted, device=device, dtype=dtype, rounds=r, budget_s=share, log=log
             )

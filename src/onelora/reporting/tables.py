@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from onelora.methods import method_table
 from onelora.reporting import stats
 from onelora.reporting.paper import (
     A100_BYTES,
@@ -37,14 +38,6 @@ from onelora.reporting.paper import (
 from onelora.reporting.records import Run
 
 GIB = 2**30
-
-#: methods in the order "ours only" tables list them (others follow alphabetically)
-METHOD_ORDER = (
-    "unadapted", "head", "onelora", "onelora_random", "lora", "lora_qkv", "vera", "dora", "mora1", "mora6",
-    "bitfit", "gamma", "difffit", "norms", "onelora+bias", "onelora+gamma", "onelora+norms",
-    "onelora+bias+gamma", "onelora+bias+norms", "onelora+gamma+norms",
-    "onelora+bias+gamma+norms", "full",
-)
 
 #: settings in the order the paper's Table 2 prints them; others follow alphabetically
 SETTING_ORDER = ("KITTI → NYU", "NYU → KITTI", "KITTI → DIODE_outdoor", "NYU → DIODE_outdoor")
@@ -298,7 +291,7 @@ def build_paper_table(spec: TableSpec, paper_rows: pd.DataFrame, index: RunIndex
             "table": spec.id,
             "setting": p["setting"],
             "method": p["method"],
-            "label": method_label(p["method"]),
+            "label": method_label(p["method"], spec.id),
             "metric": p["metric"],
             "direction": p["direction"],
             "paper_mean_decimals": mean_dec,
@@ -342,12 +335,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^0-9A-Za-z._+-]+", "_", text).strip("_") or "runs"
 
 
-def _method_rank(method: str) -> tuple[int, str]:
+def _method_rank(method: str) -> tuple[float, str]:
+    """Methods in the method table's order (``describe.order``); others after them, by name."""
     base = norm_method(method.split(" [", 1)[0])
-    try:
-        return METHOD_ORDER.index(base), method
-    except ValueError:
-        return len(METHOD_ORDER), method
+    order = {norm_method(m.name): m.order for m in method_table().values()}
+    return order.get(base, math.inf), method
 
 
 def _setting_rank(setting: str) -> tuple[int, str]:
