@@ -15,7 +15,7 @@ from PIL import Image
 from onelora.methods import method_files
 from runs import ROOT, results, run_inprocess, twin
 
-DIGITS = twin("digits_generation", Path("unused"))
+DIGITS = twin("digits_generation")
 #: every method config but `none` (mode=eval) and `norms` (DiT's LayerNorms have no parameters: refused)
 METHODS = [m for m in method_files() if m not in ("none", "norms")]
 

@@ -41,7 +41,8 @@ from .sweeps import log_event
 log = logging.getLogger(__name__)
 
 #: config keys that do not change what a run computes (left out of its fingerprint)
-NON_RESULT_KEYS = ("paths", "logger", "resume", "force", "hydra", "experiment_name", "torch_threads")
+NON_RESULT_KEYS = ("paths", "logger", "resume", "force", "hydra", "experiment_name", "reproduce", "twin",
+                   "torch_threads")
 #: what a forced re-run clears (the logs stay, one version per attempt)
 RUN_ARTEFACTS = ("checkpoints", "adapter", "predictions", "artifacts", RESULTS_NAME)
 
