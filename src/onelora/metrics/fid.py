@@ -34,6 +34,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from ..data.digits import digits_images
 from ..models.weights import MissingWeightsError, resolve
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -202,15 +203,6 @@ class DigitsFeatures(nn.Module):
 
     def train(self, mode: bool = True) -> "DigitsFeatures":
         return super().train(mode and self.body[1].weight.requires_grad)  # frozen extractors stay in eval
-
-
-def digits_images() -> tuple[torch.Tensor, torch.Tensor]:
-    """All 1797 scikit-learn digits as (N, 1, 8, 8) in [-1, 1] (the generation task's scale) and labels."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = torch.tensor(digits.images / 16.0 * 2.0 - 1.0, dtype=torch.float32)[:, None]
-    return images, torch.tensor(digits.target, dtype=torch.long)
 
 
 def train_digits_features(*, hidden: int = 256, features: int = 32, epochs: int = 50, lr: float = 3e-3,

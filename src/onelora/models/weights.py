@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
-from ..adapters.targeting import is_under
+from .patterns import is_under
 
 #: file names tried in a directory or hub repository, in order
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pt", "model.pth")
