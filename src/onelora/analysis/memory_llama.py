@@ -36,7 +36,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..adapters import MethodSpec, inject
+from ..adapters import ADAPTER_KINDS, MethodSpec, inject
 from ..bench.memory import SavedTensorCounter, model_storage_keys, unique_bytes
 from ..methods import compared_methods
 
@@ -88,7 +88,7 @@ def method_spec(model_cfg: Mapping[str, Any], method: str, dropout: float | None
     from ..methods import method_spec as shipped
 
     spec = shipped(method, **(model_cfg.get("method_overrides") or {}).get(method, {}))
-    if dropout is not None and spec.linear in ("lora", "dora", "vera"):
+    if dropout is not None and spec.linear and "dropout" in ADAPTER_KINDS[spec.linear].option_names():
         spec.options["dropout"] = dropout
     return spec
 
