@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..files import apply_umask
 from .errors import missing_data
 from .math import alpaca_prompt, load_metamath
 
@@ -114,5 +115,6 @@ def trained_tokenizer(files: str | Iterable[str], cache_dir: str | os.PathLike, 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=out.parent, suffix=".tmp", delete=False) as handle:
         handle.write(tokenizer.to_str())
+    apply_umask(handle.name)  # NamedTemporaryFile makes 0600: a teammate sharing the cache could not read it
     os.replace(handle.name, out)  # atomic: concurrent runs never read a half-written file
     return _wrap(out)

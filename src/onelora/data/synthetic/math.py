@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ...files import apply_umask
+
 #: bump when the generator's output changes (it is part of the cache key)
 VERSION = 1
 
@@ -115,5 +117,6 @@ def arithmetic_problems(cache_dir: str | os.PathLike, types: Iterable[str] = ("a
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
         json.dump(records, handle, indent=0)
+    apply_umask(handle.name)  # NamedTemporaryFile makes 0600: a teammate sharing the cache could not read it
     os.replace(handle.name, path)  # atomic: a concurrent run sees the whole file or none
     return str(path)
