@@ -231,3 +231,25 @@ def test_count_mode_writes_in_a_folder_of_its_own_user():
 
     assert OmegaConf.create({"d": "${onelora_run_dir:count,/x}"}).d.endswith(f"onelora-count-{os.getuid()}")
     assert OmegaConf.create({"d": "${onelora_run_dir:train,/x}"}).d == "/x"
+
+
+def test_an_empty_path_is_refused_before_it_becomes_the_filesystem_root(tmp_path):
+    """main: `paths.results_dir=` wrote the run to /cifar10/... (the empty string + "/" + run name)."""
+    from onelora.places import PlaceError, check_places
+
+    with pytest.raises(PlaceError, match=r"^paths\.results_dir is empty; set it to a folder"):
+        check_places(config(tmp_path, "paths.results_dir="), None)
+
+
+def test_a_tilde_from_the_environment_is_the_home_folder(tmp_path, monkeypatch):
+    """main: ONELORA_RESULTS='~/runs' (no shell expands it in a job script's quotes or a .env file)
+    made a folder named "~" under the working directory."""
+    from omegaconf import OmegaConf
+
+    from onelora.runner import run_dir_of
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ONELORA_RESULTS", "~/runs")
+    assert OmegaConf.create({"d": "${onelora_run_dir:train,'~/runs/x'}"}).d == str(tmp_path / "home" / "runs" / "x")
+    assert OmegaConf.create({"d": "${onelora_path:'~/runs'}"}).d == str(tmp_path / "home" / "runs")
+    assert run_dir_of(config(tmp_path)).parts[:-4] == (tmp_path / "home" / "runs").parts

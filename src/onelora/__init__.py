@@ -21,7 +21,12 @@ if not OmegaConf.has_resolver("cwd"):
 if not OmegaConf.has_resolver("onelora_run_dir"):
     OmegaConf.register_new_resolver(
         "onelora_run_dir",
-        lambda mode, path: os.path.join(tempfile.gettempdir(), f"onelora-count-{_uid()}") if mode == "count" else path,
+        lambda mode, path: os.path.join(tempfile.gettempdir(), f"onelora-count-{_uid()}") if mode == "count"
+        else os.path.expanduser(path),
     )
+# `~` in a path from the environment or the command line (no shell expands it there): the user's home,
+# not a folder named "~" under the working directory
+if not OmegaConf.has_resolver("onelora_path"):
+    OmegaConf.register_new_resolver("onelora_path", lambda path: os.path.expanduser(str(path)))
 if not OmegaConf.has_resolver("onelora_if_train"):
     OmegaConf.register_new_resolver("onelora_if_train", lambda mode, yes, no: no if mode == "count" else yes)

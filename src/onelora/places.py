@@ -22,6 +22,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from .config import plain
+
 #: what each errno means for a place, in words
 PROBLEMS = {
     errno.EACCES: "permission denied",
@@ -163,6 +165,8 @@ def describe(path: str | Path, code: int, key: str, cfg: DictConfig) -> str:
         remedy = "free some space or "
     elif code == errno.ENOTDIR:
         problem = f"{_existing(path)} is a file, not a folder"
+    elif code == errno.EEXIST and os.path.islink(path) and not path.exists():
+        problem = f"it is a link to {os.readlink(path)}, which does not exist"
     where = f"{key}={value}{by}" if path == value else f"{path} (under {key}={value}{by})"
     writes = _written(key, places(cfg)) or code in (errno.EROFS, errno.ENOSPC, errno.EDQUOT)
     need = "a folder you can write to" if writes else "a copy you can read"
@@ -194,10 +198,13 @@ def check_writable(folder: str | Path, key: str, cfg: DictConfig) -> None:
     folder = Path(folder).expanduser().absolute()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder, prefix=".onelora-write-check-"):
-            pass
     except OSError as err:
         raise PlaceError(explain(err, cfg) or describe(err.filename or folder, err.errno, key, cfg)) from None
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".onelora-write-check-"):
+            pass
+    except OSError as err:  # named by the folder, not by the probe's random name
+        raise PlaceError(describe(folder, err.errno, _owner(folder, places(cfg)) or key, cfg)) from None
 
 
 def check_folder(folder: str | Path, key: str, cfg: DictConfig) -> None:
@@ -213,6 +220,9 @@ def check_folder(folder: str | Path, key: str, cfg: DictConfig) -> None:
 def check_places(cfg: DictConfig, output_dir: str | Path | None) -> None:
     """Before anything is written: the run's output folder can be written, the cache is a folder
     (a shared cache need not be writable: what is built already is only read)."""
+    for key, value in (plain(cfg.get("paths")) or {}).items():
+        if value is None or not str(value).strip():  # "" + "/task/..." would be a folder at the root
+            raise PlaceError(f"paths.{key} is empty; set it to a folder (or unset it for the default)")
     if output_dir is not None:
         output_dir = Path(output_dir).expanduser().absolute()
         check_writable(output_dir, _owner(output_dir, places(cfg)) or "hydra.run.dir", cfg)

@@ -101,7 +101,7 @@ def pretrained_path(settings: Any) -> Path:
     key_data = pretrain_settings(settings.model, settings.task.cfg)
     key = hashlib.sha1(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:12]
     name = f"{settings.cfg.model.name}-{settings.cfg.task.name}-{key}.safetensors"
-    return Path(settings.cfg.paths.cache_dir) / "pretrained" / name
+    return Path(settings.cfg.paths.cache_dir).expanduser() / "pretrained" / name
 
 
 def ensure_pretrained(settings: Any, offered: dict[str, Any]) -> Path:

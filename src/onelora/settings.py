@@ -254,3 +254,9 @@ def _check_precision(value: Any) -> None:
     except (ValueError, TypeError):
         allowed = ", ".join(typing.get_args(_PRECISION_INPUT_STR))
         raise ConfigError(f"trainer.precision: must be one of {allowed}, got {value!r}") from None
+    if str(value).startswith("transformer-engine"):
+        import importlib.util
+
+        check(importlib.util.find_spec("transformer_engine") is not None, "trainer.precision",
+              f"{value!r} needs NVIDIA Transformer Engine (a GPU and `pip install transformer_engine`); "
+              "use bf16-mixed or 32-true")

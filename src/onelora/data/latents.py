@@ -27,7 +27,7 @@ def latent_cache_path(cache_dir: str | Path, dataset_key: str, vae: Any) -> Path
     key = f"{dataset_key}|{vae.cache_key}|hflip-cache-v{FORMAT}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     name = "".join(c if c.isalnum() or c in "-_" else "-" for c in dataset_key.split("|")[0])[:40]
-    return Path(cache_dir) / "latents" / f"{name}-{digest}.pt"
+    return Path(cache_dir).expanduser() / "latents" / f"{name}-{digest}.pt"
 
 
 def _images_and_labels(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:

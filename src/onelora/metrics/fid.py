@@ -247,7 +247,7 @@ def digits_features(cache_dir: str | Path, *, hidden: int = 256, features: int =
     ``<cache_dir>/fid/digits_mlp-<hash of the settings>.pt``; frozen, in eval mode."""
     settings = {"hidden": hidden, "features": features, "epochs": epochs, "lr": lr, "seed": seed, "version": 1}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    path = Path(cache_dir) / "fid" / f"digits_mlp-{digest}.pt"
+    path = Path(cache_dir).expanduser() / "fid" / f"digits_mlp-{digest}.pt"
     model = DigitsFeatures(hidden, features)
     if path.is_file():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
