@@ -224,6 +224,30 @@ def test_an_unreadable_dataset_file_is_one_line_at_the_command_line(tmp_path):
     assert "(set by ONELORA_DATA)): permission denied" in proc.stderr
 
 
+def test_weights_a_user_may_not_read_are_not_called_damaged(tmp_path):
+    """main: "cannot read the weights file ... it is damaged ... Delete it" for a teammate's private
+    file (safetensors reports it as not found); now its PermissionError, which the CLI names."""
+    import torch
+    from safetensors.torch import save_file
+
+    from onelora.places import explain
+
+    weights = tmp_path / "w.safetensors"
+    save_file({"w": torch.zeros(2)}, str(weights))
+    make_foreign(tmp_path)
+    os.chmod(weights, 0o600)
+    script = (f"import sys; sys.path.insert(0, {SRC!r})\nfrom onelora.models.weights import read_state_dict\n"
+              f"try:\n    read_state_dict({str(weights)!r})\nexcept Exception as err:\n"
+              "    print(type(err).__name__, err.errno, err.filename)")
+    proc = subprocess.run([*unprivileged_prefix(), sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.stdout.strip() == f"PermissionError {errno.EACCES} {weights}", proc.stderr[-2000:]
+    line = explain(PermissionError(errno.EACCES, "Permission denied", str(weights)),
+                   config(tmp_path, *CIFAR_TINY, f"model.pretrained={weights}"))
+    assert line.startswith(f"cannot use model.pretrained={weights}: permission denied for user ")
+    assert line.endswith("point model.pretrained=<path> at a copy you can read")
+
+
 def test_count_mode_writes_in_a_folder_of_its_own_user():
     """main: mode=count wrote Hydra's run.log to one /tmp/onelora-count for every user; the second
     user on a machine failed with 'Unable to configure handler file'."""

@@ -172,7 +172,8 @@ def describe(path: str | Path, code: int, key: str, cfg: DictConfig) -> str:
     need = "a folder you can write to" if writes else "a copy you can read"
     default_env = _ENV.search(str(_raw(cfg, key) or ""))  # the variable the key's default reads, set or not
     others = keys + [name for name in (env or (default_env and default_env.group(1)),) if name]
-    alternative = f"{key}=<dir>" + (f" (or {', '.join(f'{k}=<dir>' for k in others)})" if others else "")
+    slot = "<dir>" if key.startswith("paths.") or value.is_dir() or not value.suffix else "<path>"
+    alternative = f"{key}={slot}" + (f" (or {', '.join(f'{k}=<dir>' for k in others)})" if others else "")
     return f"cannot use {where}: {problem}. To fix it, {remedy}point {alternative} at {need}"
 
 

@@ -124,7 +124,6 @@ def _readable(path: Path) -> bool:
     PermissionError (a teammate's file is not damaged, and is not rebuilt over)."""
     if not path.is_file():
         return False
-    open(path, "rb").close()
     try:
         read_state_dict(path)
         return True

@@ -179,6 +179,7 @@ def _from_url(url: str, hint: str | None) -> Path:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a .safetensors / torch file, unwrapped from training-checkpoint wrappers."""
     path = Path(path)
+    open(path, "rb").close()  # an unreadable file raises here, as itself (safetensors calls it "not found")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -186,6 +187,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state: Any = load_file(str(path), device="cpu")
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
+    except (PermissionError, IsADirectoryError, NotADirectoryError):
+        raise  # not damaged: the CLI names the path and the key that set it (onelora.places)
     except Exception as err:  # truncated, empty, another format
         raise unreadable_weights(path, err) from err
     while isinstance(state, Mapping):
