@@ -12,14 +12,17 @@ from omegaconf import DictConfig
 
 from .config import ConfigError, plain
 
-#: wandb modes that send nothing, so need no login
-OFFLINE_MODES = ("offline", "disabled", "dryrun")
+#: wandb's run modes, and those that send nothing, so need no login
+MODES = ("online", "offline", "disabled", "shared")
+OFFLINE_MODES = ("offline", "disabled")
 
 
 def check_loggers(cfg: DictConfig) -> None:
     for name, node in (plain(cfg.get("logger")) or {}).items():
         if isinstance(node, dict) and str(node.get("_target_", "")).endswith("WandbLogger"):
             mode = node.get("mode") or os.environ.get("WANDB_MODE") or "online"
+            if str(mode) not in MODES:
+                raise ConfigError(f"logger.{name}.mode: must be one of {', '.join(MODES)}, got {mode!r}")
             if str(mode) not in OFFLINE_MODES and not wandb_credentials():
                 raise ConfigError(
                     f"logger.{name}.mode: '{mode}' needs a W&B login and none was found: run `wandb login` once "

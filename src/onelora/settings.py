@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .adapters import MethodSpec
 from .adapters.base import AdapterConfigError
-from .config import ConfigError, as_float, as_int, check, plain
+from .config import ConfigError, as_bool, as_float, as_int, check, plain
 from .contract import TaskContract
 from .loggers import check_loggers
 
@@ -59,6 +59,9 @@ class RunSettings:
         mode = cfg.get("mode")
         check(mode in ("train", "count", "eval"), "mode", f"must be 'train', 'eval' or 'count', got {mode!r}")
         seed = as_int(cfg.get("seed"), "seed", minimum=0)
+        for flag in ("resume", "force", "deterministic"):
+            as_bool(cfg.get(flag, False), flag)
+        as_int(cfg.get("torch_threads"), "torch_threads", minimum=1, allow=(None,))
         tag = str(cfg.get("run_tag") or "")
         check(bool(RUN_TAG.fullmatch(tag)) and ".." not in tag, "run_tag",
               f"may hold only letters, numbers and _ . = + , - (it names a folder), got {tag!r}")
