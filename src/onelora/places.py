@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from .config import plain
@@ -222,19 +223,13 @@ def check_places(cfg: DictConfig, output_dir: str | Path | None) -> None:
     """Before anything is written: the run's output folder can be written, the cache is a folder
     (a shared cache need not be writable: what is built already is only read)."""
     for key, value in (plain(cfg.get("paths")) or {}).items():
-        if value is None or not str(value).strip():  # "" + "/task/..." would be a folder at the root
+        if key.endswith("_dir") and (value is None or not str(value).strip()):  # "" + "/task/..." would be a folder at the root
             raise PlaceError(f"paths.{key} is empty; set it to a folder (or unset it for the default)")
     if output_dir is not None:
         output_dir = Path(output_dir).expanduser().absolute()
         check_writable(output_dir, _owner(output_dir, places(cfg)) or "hydra.run.dir", cfg)
-    if cfg.get("paths") is not None and cfg.paths.get("cache_dir"):
+    if cfg.get("mode") != "count" and cfg.get("paths") is not None and cfg.paths.get("cache_dir"):
         check_folder(cfg.paths.cache_dir, "paths.cache_dir", cfg)
-
-
-try:
-    from hydra.experimental.callback import Callback
-except ImportError:  # pragma: no cover
-    Callback = object  # type: ignore[misc,assignment]
 
 
 class CheckPlaces(Callback):
