@@ -277,3 +277,17 @@ def test_a_tilde_from_the_environment_is_the_home_folder(tmp_path, monkeypatch):
     assert OmegaConf.create({"d": "${onelora_run_dir:train,'~/runs/x'}"}).d == str(tmp_path / "home" / "runs" / "x")
     assert OmegaConf.create({"d": "${onelora_path:'~/runs'}"}).d == str(tmp_path / "home" / "runs")
     assert run_dir_of(config(tmp_path)).parts[:-4] == (tmp_path / "home" / "runs").parts
+
+
+def test_cached_problem_files_and_tokenizers_are_readable_by_the_group(tmp_path):
+    """main: tempfile's 0600 on the synthetic problem files and trained tokenizers, so a teammate
+    sharing the cache failed with PermissionError reading them."""
+    from onelora.data.synthetic.math import arithmetic_problems
+    from onelora.data.tokenizers import trained_tokenizer
+    from onelora.files import current_umask
+
+    expected = 0o666 & ~current_umask()
+    problems = Path(arithmetic_problems(tmp_path, ["add"], count=30, seed=0))
+    trained_tokenizer(problems, tmp_path, vocab_size=300)
+    written = [problems, *tmp_path.glob("tokenizers/*/tokenizer.json")]
+    assert len(written) == 2 and all(path.stat().st_mode & 0o777 == expected for path in written)
