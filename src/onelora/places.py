@@ -164,6 +164,8 @@ def describe(path: str | Path, code: int, key: str, cfg: DictConfig) -> str:
         remedy = f"give yourself access (`ls -ld {_existing(path)}`) or "
     elif code in (errno.ENOSPC, errno.EDQUOT):
         remedy = "free some space or "
+    elif code == errno.ENAMETOOLONG:
+        remedy = "shorten the name (run_tag, the file name) or "
     elif code == errno.ENOTDIR:
         problem = f"{_existing(path)} is a file, not a folder"
     elif code == errno.EEXIST and os.path.islink(path) and not path.exists():
