@@ -1,6 +1,7 @@
 """MetaMathQA for supervised fine-tuning, the way MoRA's code (kongds/MoRA, training_utils.py) feeds
 LLaMA-2: the Alpaca prompt, the response plus EOS as the target, the prompt masked out of the loss,
-at most 512 tokens, right padding; and the paper's seeded 80/20 train/validation split.
+at most 512 tokens, right padding; and the paper's seeded 80/20 train/validation split (of the
+records of the chosen ``types`` when set: filtered first, so each type is split 80/20 too).
 
 One deliberate difference from MoRA: the prompt and the response are tokenised SEPARATELY and the
 ids joined (MoRA tokenises the joined string and masks as many tokens as the prompt alone has). So
