@@ -94,3 +94,31 @@ def twin(task: str, data_dir: Path | None = None) -> list[str]:
     for t in tasks:
         write_twin_data(t, data_dir)
     return [f"task={task}", f"+twin={name}", f"paths.data_dir={data_dir}"]
+
+
+def unprivileged_prefix() -> list[str]:
+    """A command prefix under which file permissions apply as they do to an ordinary user: nothing
+    for a non-root user; for root, ``setpriv`` without the capabilities that bypass permissions
+    (root still owns root's files: a test makes the files another user's with ``chown``). Skips the
+    test where neither is possible."""
+    import shutil
+
+    import pytest
+
+    if os.geteuid() != 0:
+        return []
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--inh-caps=-all", "--"]
+    if shutil.which("setpriv") is None or subprocess.run([*prefix, "true"], capture_output=True).returncode != 0:
+        pytest.skip("running as root without setpriv (util-linux) to drop the permission-bypassing capabilities")
+    return prefix
+
+
+def make_foreign(path: Path, *, writable: bool = False) -> None:
+    """``path`` (a tree) as another user left it with umask 0022 (files 644, folders 755), or, run
+    as an ordinary user, the same tree with every write bit removed (``writable``: folders 777)."""
+    folders = 0o777 if writable else 0o755 if os.geteuid() == 0 else 0o555
+    files = 0o644 if os.geteuid() == 0 else 0o444
+    for item in [Path(path), *Path(path).rglob("*")]:
+        if os.geteuid() == 0:
+            os.chown(item, 65534, 65534)  # nobody
+        os.chmod(item, folders if item.is_dir() else files)

@@ -96,6 +96,27 @@ def test_load_into_other_method_errors(tmp_path):
         load_adapter(tmp_path / "r", other)
 
 
+def test_an_adapter_loads_across_implementations_of_the_same_update(tmp_path):
+    """main: "model is adapted with 'onelora', the checkpoint holds 'onelora'" for a fused adapter
+    loaded into a model injected with impl=autograd: both compute W0 x + b sum(x) from the same b."""
+    model = trained("onelora")
+    assert model.onelora_method.options.get("impl", "fused") == "fused"
+    save_adapter(tmp_path, model)
+    other = tiny_vit()
+    inject(other, {"name": "onelora", "linear": "onelora", "options": {"impl": "autograd"}}, head=HEAD)
+    load_adapter(tmp_path, other)
+    assert all(layer.impl == "autograd" for _, layer in adapted_layers(other))
+    x = images()
+    with torch.no_grad():
+        torch.testing.assert_close(other(x), model(x))
+    # an option that changes the update is named, with both values
+    save_adapter(tmp_path / "r1", trained("lora"))
+    wider = tiny_vit()
+    inject(wider, {"name": "lora", "linear": "lora", "options": {"r": 2, "alpha": 1.0}}, head=HEAD)
+    with pytest.raises(AdapterConfigError, match=r"differ in method\.options\.r: 2 vs 1 \(model vs checkpoint\)"):
+        load_adapter(tmp_path / "r1", wider)
+
+
 def test_onelora_random_vector_travels_with_adapter(tmp_path):
     model = trained("onelora_random")
     with torch.no_grad():  # a vector no generator would give: the load must take it from the file

@@ -7,14 +7,26 @@ from omegaconf import OmegaConf
 
 __version__ = "0.2.0"
 
+
+def _uid() -> str:
+    return str(os.getuid()) if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+
+
 # `${cwd:}` in configs: the directory run.py was started from. Unlike `${hydra:runtime.cwd}` it
 # also resolves where Hydra's runtime is not set yet (a multirun's sweep directory).
 if not OmegaConf.has_resolver("cwd"):
     OmegaConf.register_new_resolver("cwd", os.getcwd)
-# `mode=count` leaves nothing under results/: Hydra's run dir and its .hydra go to a temp folder
+# `mode=count` leaves nothing under results/: Hydra's run dir and its run.log go to a temp folder,
+# one per user (a second user on the machine cannot write in the first one's)
 if not OmegaConf.has_resolver("onelora_run_dir"):
     OmegaConf.register_new_resolver(
-        "onelora_run_dir", lambda mode, path: os.path.join(tempfile.gettempdir(), "onelora-count") if mode == "count" else path
+        "onelora_run_dir",
+        lambda mode, path: os.path.join(tempfile.gettempdir(), f"onelora-count-{_uid()}") if mode == "count"
+        else os.path.expanduser(path),
     )
+# `~` in a path from the environment or the command line (no shell expands it there): the user's home,
+# not a folder named "~" under the working directory
+if not OmegaConf.has_resolver("onelora_path"):
+    OmegaConf.register_new_resolver("onelora_path", lambda path: os.path.expanduser(str(path)))
 if not OmegaConf.has_resolver("onelora_if_train"):
     OmegaConf.register_new_resolver("onelora_if_train", lambda mode, yes, no: no if mode == "count" else yes)

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, plain
+from .config import ConfigError, as_int, plain
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,8 @@ class TaskContract:
             check_keys(node, f"task.parts.{name}")
         check_keys(self.cfg.data, "task.data", self.offered_names())
         check_keys(self.cfg.module, "task.module", self.offered_names())
+        if self.cfg.data.get("num_workers") is not None:  # else the DataLoader says so after any pre-training
+            as_int(self.cfg.data.num_workers, "task.data.num_workers", minimum=0)
         for key in ("optimizer", "scheduler"):
             node = self.cfg.get(key)
             if node is not None:

@@ -12,7 +12,6 @@ LM whose ``lm_head`` every method trains, conf/model/llama_mini.yaml).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -26,6 +25,7 @@ from safetensors.torch import save_file
 
 from .adapters import MethodSpec, inject
 from .adapters.targeting import is_under
+from .cache import build_once
 from .callbacks import BestMetric, RunStats
 from .config import ConfigError, as_int, plain
 from .files import apply_umask
@@ -101,25 +101,34 @@ def pretrained_path(settings: Any) -> Path:
     key_data = pretrain_settings(settings.model, settings.task.cfg)
     key = hashlib.sha1(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:12]
     name = f"{settings.cfg.model.name}-{settings.cfg.task.name}-{key}.safetensors"
-    return Path(settings.cfg.paths.cache_dir) / "pretrained" / name
+    return Path(settings.cfg.paths.cache_dir).expanduser() / "pretrained" / name
 
 
 def ensure_pretrained(settings: Any, offered: dict[str, Any]) -> Path:
-    """The cached source-task weights for this run, training them first if needed."""
-    path = pretrained_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:  # parallel sweep jobs pre-train once
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.is_file():
-            try:
-                read_state_dict(path)
-                log.info("Using the cached source-task weights %s", path)
-                return path
-            except UnreadableWeightsError:  # ours, and damaged (a killed writer, a full disk): rebuild it
-                print(f"The cached source-task weights {path} are damaged; pre-training them again", flush=True)
-                path.unlink()
+    """The cached source-task weights for this run, training them first if needed (a complete
+    cached copy is only read: a teammate's read-only cache serves as it is)."""
+
+    def pretrain(path: Path) -> None:
+        if path.exists():  # ours, and damaged (a killed writer, a full disk): rebuild it
+            print(f"The cached source-task weights {path} are damaged; pre-training them again", flush=True)
+            path.unlink()
         _pretrain(settings, offered, path)
+
+    path = build_once(pretrained_path(settings), pretrain, complete=_readable, what="the cached source-task weights")
+    log.info("Using the cached source-task weights %s", path)
     return path
+
+
+def _readable(path: Path) -> bool:
+    """A complete weights file; absent or damaged: False. One this user may not read raises the
+    PermissionError (a teammate's file is not damaged, and is not rebuilt over)."""
+    if not path.is_file():
+        return False
+    try:
+        read_state_dict(path)
+        return True
+    except UnreadableWeightsError:
+        return False
 
 
 def _pretrain(settings: Any, offered: dict[str, Any], path: Path) -> None:

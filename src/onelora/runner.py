@@ -59,7 +59,7 @@ class RunTerminated(RuntimeError):
 def run_dir_of(cfg: DictConfig) -> Path:
     if HydraConfig.initialized() and cfg.get("mode") != "count":
         return Path(HydraConfig.get().runtime.output_dir)
-    return Path(cfg.paths.results_dir) / cfg.run_name
+    return Path(cfg.paths.results_dir).expanduser() / cfg.run_name
 
 
 def fingerprint(cfg: DictConfig) -> str:
@@ -119,9 +119,10 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
                 err = RunTerminated("SIGTERM", 143)
             terminated = isinstance(err, RunTerminated)
             status = "interrupted" if terminated else "failed"
-            if terminated:
-                error = (f"stopped by {err}; relaunch the same command to resume from "
-                         f"{run_dir / 'checkpoints' / 'last.ckpt'}")
+            if terminated:  # before the first checkpoint (set-up, pre-training) there is nothing to resume from
+                last = run_dir / "checkpoints" / "last.ckpt"
+                error = (f"stopped by {err}; relaunch the same command to "
+                         + (f"resume from {last}" if last.is_file() else "start it again (no checkpoint was written yet)"))
             else:
                 error = f"{type(err).__name__}: {err}"
             previous = read_record(run_dir)

@@ -14,8 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from .adapters import MethodSpec
 from .adapters.base import AdapterConfigError
-from .config import ConfigError, as_float, as_int, check, plain
+from .config import ConfigError, as_bool, as_float, as_int, check, plain
 from .contract import TaskContract
+from .loggers import check_loggers
 
 #: run_tag: appended to a directory name, so no separators or parent references
 RUN_TAG = re.compile(r"[A-Za-z0-9_.=+,-]*")
@@ -58,6 +59,9 @@ class RunSettings:
         mode = cfg.get("mode")
         check(mode in ("train", "count", "eval"), "mode", f"must be 'train', 'eval' or 'count', got {mode!r}")
         seed = as_int(cfg.get("seed"), "seed", minimum=0)
+        for flag in ("resume", "force", "deterministic"):
+            as_bool(cfg.get(flag, False), flag)
+        as_int(cfg.get("torch_threads"), "torch_threads", minimum=1, allow=(None,))
         tag = str(cfg.get("run_tag") or "")
         check(bool(RUN_TAG.fullmatch(tag)) and ".." not in tag, "run_tag",
               f"may hold only letters, numbers and _ . = + , - (it names a folder), got {tag!r}")
@@ -77,6 +81,7 @@ class RunSettings:
                        accumulation(cfg, world))
         _check_training_length(cfg)
         _check_trainer(cfg)
+        check_loggers(cfg)
         settings.dry_build_optimization()
         return settings
 
@@ -221,6 +226,7 @@ def _check_training_length(cfg: DictConfig) -> None:
 
 def _check_trainer(cfg: DictConfig) -> None:
     accelerator = str(cfg.trainer.accelerator)
+    _check_precision(cfg.trainer.get("precision"))
     strategy = cfg.trainer.get("strategy")
     if "deepspeed" in str(strategy.get("_target_", "") if OmegaConf.is_dict(strategy) else strategy).lower():
         import importlib.util
@@ -233,3 +239,27 @@ def _check_trainer(cfg: DictConfig) -> None:
               "'gpu' was asked for but no CUDA GPU is visible here; use trainer=default (or trainer=cpu)")
         if "bf16" in str(cfg.trainer.precision):
             check(torch.cuda.is_bf16_supported(), "trainer.precision", "bf16 is not supported by this GPU; use 16-mixed or 32-true")
+
+
+def _check_precision(value: Any) -> None:
+    """``trainer.precision`` is one Lightning takes (checked by Lightning's own parser)."""
+    import typing
+    import warnings
+
+    from lightning.fabric.connector import _PRECISION_INPUT_STR, _convert_precision_to_unified_args
+
+    if value is None:
+        return
+    try:
+        with warnings.catch_warnings():  # Lightning warns about aliases (16, "bf16") again when it builds the trainer
+            warnings.simplefilter("ignore")
+            _convert_precision_to_unified_args(value)
+    except (ValueError, TypeError):
+        allowed = ", ".join(typing.get_args(_PRECISION_INPUT_STR))
+        raise ConfigError(f"trainer.precision: must be one of {allowed}, got {value!r}") from None
+    if str(value).startswith("transformer-engine"):
+        import importlib.util
+
+        check(importlib.util.find_spec("transformer_engine") is not None, "trainer.precision",
+              f"{value!r} needs NVIDIA Transformer Engine (a GPU and `pip install transformer_engine`); "
+              "use bf16-mixed or 32-true")

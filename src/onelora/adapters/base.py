@@ -152,6 +152,9 @@ class AdaptedLinear(nn.Module):
     adapter_tensor_names: ClassVar[tuple[str, ...]] = ()
     #: constructor arguments computed by ``shared_kwargs``, never set by a user
     internal_options: ClassVar[tuple[str, ...]] = ()
+    #: options that choose how the update is computed, not what it is (1LoRA's ``impl``): an adapter
+    #: saved with one value loads into a model injected with another
+    execution_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -195,6 +198,17 @@ class AdaptedLinear(nn.Module):
                 break
             names |= set(inspect.signature(klass.__init__).parameters)
         return sorted(names - set(FRAMEWORK_ARGUMENTS) - set(cls.internal_options))
+
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        """The value each option has when a method does not set it."""
+        defaults: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            if isinstance(klass, type) and issubclass(klass, AdaptedLinear):
+                for name, parameter in inspect.signature(klass.__init__).parameters.items():
+                    if parameter.default is not inspect.Parameter.empty:
+                        defaults[name] = parameter.default
+        return {k: v for k, v in defaults.items() if k in cls.option_names()}
 
     @classmethod
     def check_options(cls, **options: Any) -> None:

@@ -102,6 +102,7 @@ class OneLoRALinear(AdditiveAdapter):
 
     adapter_tensor_names = ("onelora_b",)
     implementations = ("fused", "autograd")
+    execution_options = ("impl",)  # both compute W0 x + b sum(x) from the same vector b
 
     def __init__(self, base_layer: nn.Module, *, impl: str = "fused", **kwargs):
         super().__init__(base_layer, **kwargs)

@@ -34,6 +34,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from ..cache import build_once
 from ..data.digits import digits_images
 from ..models.weights import MissingWeightsError, resolve
 
@@ -239,15 +240,16 @@ def digits_features(cache_dir: str | Path, *, hidden: int = 256, features: int =
     ``<cache_dir>/fid/digits_mlp-<hash of the settings>.pt``; frozen, in eval mode."""
     settings = {"hidden": hidden, "features": features, "epochs": epochs, "lr": lr, "seed": seed, "version": 1}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    path = Path(cache_dir) / "fid" / f"digits_mlp-{digest}.pt"
-    model = DigitsFeatures(hidden, features)
-    if path.is_file():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
-    else:
-        model, accuracy = train_digits_features(hidden=hidden, features=features, epochs=epochs, lr=lr, seed=seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(cache_dir).expanduser() / "fid" / f"digits_mlp-{digest}.pt"
+
+    def train(path: Path) -> None:
+        trained, accuracy = train_digits_features(hidden=hidden, features=features, epochs=epochs, lr=lr, seed=seed)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save({"state_dict": model.state_dict(), "settings": settings, "heldout_accuracy": accuracy}, tmp)
+        torch.save({"state_dict": trained.state_dict(), "settings": settings, "heldout_accuracy": accuracy}, tmp)
         tmp.replace(path)
+
+    build_once(path, train, complete=Path.is_file, what="the FID feature network")  # read-only once trained
+    model = DigitsFeatures(hidden, features)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
     model.requires_grad_(False)
     return model.eval()
