@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..adapters import trainable_state
+from ..callbacks import BestMetric
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -73,6 +74,30 @@ class FineTuneModule(L.LightningModule):
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if loss is not None and not math.isfinite(float(loss.detach())):
             raise NonFiniteLossError(f"non-finite loss ({float(loss.detach())}) at step {self.global_step}")
+
+    # -- what a picture of the run says about it ------------------------------------------------
+    @property
+    def method_name(self) -> str:
+        """The method the model was adapted with (its config name; "" before injection)."""
+        return str(getattr(getattr(self.model, "onelora_method", None), "name", "") or "")
+
+    def weights_step(self) -> int | None:
+        """The optimizer step of the weights held now, for a caption: the best validation round's
+        (what the runner tests and hands to ``artifacts``), else the last step; None for a model
+        evaluated as loaded (``mode=eval``: no training)."""
+        trainer = self._trainer
+        if trainer is None:
+            return None
+        best = next((c for c in trainer.callbacks if isinstance(c, BestMetric)), None)
+        if best is not None and best.best_step is not None:
+            return int(best.best_step)
+        return int(trainer.global_step) or None
+
+    def test_metric(self, key: str) -> float | None:
+        """The last test's value of ``key`` (the runner tests the best round's weights last)."""
+        trainer = self._trainer
+        value = None if trainer is None else trainer.callback_metrics.get(key)
+        return None if value is None else float(value)
 
     # -- adapter-only checkpoints ---------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
