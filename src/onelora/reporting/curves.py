@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 from onelora.reporting.paper import FAMILY_COLORS, method_family  # noqa: E402
 
@@ -65,11 +66,24 @@ def _across_seeds(series: list[dict[int, float]], smooth: bool) -> tuple[np.ndar
     return np.array(common), values.mean(0), values.min(0), values.max(0)
 
 
+def _plain_log_ticks(ax) -> None:
+    """Log-scale ticks as plain numbers (0.6, 1, 2): every minor tick labelled on an axis spanning
+    less than a decade, else the 2x, 3x and 5x ones."""
+    def minor(value: float, _pos: object) -> str:
+        lo, hi = ax.get_ylim()
+        leading = round(value / 10 ** math.floor(math.log10(value)), 6)
+        return f"{value:g}" if hi / lo < 10 or leading in (2, 3, 5) else ""
+
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(ticker.FuncFormatter(minor))
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+
+
 def loss_curves_figure(methods: Sequence[tuple[str, str, list[Path]]], title: str, train_key: str = "train/loss",
                        val_key: str = "val/loss", val_name: str = "validation loss") -> plt.Figure:
     """``methods``: (method, label, its runs' directories) in drawing order."""
     fig, (train_ax, val_ax) = plt.subplots(1, 2, figsize=(12.5, 4.8))
-    fig.subplots_adjust(left=0.06, right=0.8, top=0.86, bottom=0.12, wspace=0.22)
+    fig.subplots_adjust(left=0.07, right=0.82, top=0.86, bottom=0.12, wspace=0.25)
     fig.suptitle(title, fontsize=10)
     styles: dict[str, int] = {}
     for method, label, dirs in methods:
@@ -103,6 +117,7 @@ def loss_curves_figure(methods: Sequence[tuple[str, str, list[Path]]], title: st
         ax.grid(True, alpha=0.3, which="both")
         if ax.lines and all(np.min(line.get_ydata()) > 0 for line in ax.lines if len(line.get_ydata())):
             ax.set_yscale("log")
+            _plain_log_ticks(ax)
     legend: dict[str, object] = {}  # one entry per method: its validation line, else its training line
     for ax in (val_ax, train_ax):
         for handle, text in zip(*ax.get_legend_handles_labels()):
@@ -110,6 +125,6 @@ def loss_curves_figure(methods: Sequence[tuple[str, str, list[Path]]], title: st
                 legend[text] = handle
     if legend:
         handles, labels = list(legend.values()), list(legend)
-        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.81, 0.5), fontsize=8,
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.83, 0.5), fontsize=8,
                    title="mean over seeds, range shaded", title_fontsize=7)
     return fig

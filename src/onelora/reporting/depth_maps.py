@@ -26,7 +26,15 @@ EXAMPLES_FILE = "predictions/depth_examples.npz"
 DEPTH_CMAP = "plasma_r"  # near: yellow, far: dark blue
 ERROR_CMAP = "inferno"
 HATCH = {"facecolor": "0.88", "edgecolor": "0.55", "hatch": "////"}
-CELL = 1.75  # inches per image
+CELL = 1.75  # inches per square image
+
+
+def _cell(ex: dict[str, Any]) -> tuple[float, float]:
+    """(width, height) in inches of one image panel: wide images (KITTI's 352 x 1216) get wider,
+    lower panels rather than thin strips."""
+    h, w = ex["depth"].shape[-2:]
+    width = CELL * min(max(w / h, 1.0), 1.8)
+    return width, width * h / w
 
 
 def example_indices(n_images: int, count: int) -> list[int]:
@@ -124,7 +132,8 @@ def run_figure(ex: dict[str, Any], title: str) -> plt.Figure:
     """One run: per example image a row of RGB, ground truth, prediction (one depth scale, with its
     colour bar in metres) and absolute error (its own scale and colour bar, metres)."""
     k = len(ex["indices"])
-    fig = plt.figure(figsize=(4 * CELL + 2.2, k * CELL + 1.0))
+    cw, ch = _cell(ex)
+    fig = plt.figure(figsize=(4 * cw + 2.2, k * (ch + 0.25) + 1.0))
     # columns: RGB, ground truth, prediction, depth bar, a gap for its label, error, error bar
     grid = fig.add_gridspec(k, 7, width_ratios=[1, 1, 1, 0.07, 0.3, 1, 0.07], left=0.03, right=0.93,
                             top=1 - 0.75 / fig.get_figheight(), bottom=0.45 / fig.get_figheight(),
@@ -164,7 +173,8 @@ def comparison_figure(columns: Sequence[tuple[str, dict[str, Any]]], title: str,
                              f"{columns[0][0].splitlines()[0]} ({list(first['indices'])})")
     k = min(images, len(first["indices"]))
     m = len(columns)
-    fig = plt.figure(figsize=((m + 2) * CELL + 1.0, 2 * k * CELL + 1.3))
+    cw, ch = _cell(first)
+    fig = plt.figure(figsize=((m + 2) * cw + 1.0, 2 * k * (ch + 0.25) + 1.4))
     height = fig.get_figheight()
     grid = fig.add_gridspec(2 * k, m + 3, width_ratios=[1] * (m + 2) + [0.07], left=0.02, right=0.95,
                             top=1 - 1.05 / height, bottom=0.45 / height, wspace=0.1, hspace=0.28)

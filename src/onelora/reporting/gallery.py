@@ -111,7 +111,9 @@ def sample_comparisons(runs: Iterable[Run]) -> Iterator[tuple[str, Figure]]:
                   for r, s in zip(shown, samples)]
         title = (f"{shown[0].setting or group[0]} ({group[0]} · {group[1]}): one row per class label, "
                  f"{noise}\nbest validation round's weights (EMA); FID under each grid")
-        yield _name("samples", group, "png"), comparison_figure(panels, title)
+        side = samples[0]["images"].shape[1]
+        cut = 8 if side <= 32 else 4  # large images (DiT-XL's 256 px): fewer, so each stays visible
+        yield _name("samples", group, "png"), comparison_figure(panels, title, rows=cut, columns=cut)
 
 
 def language_pictures(runs: Iterable[Run]) -> Iterator[tuple[str, Figure | str]]:
