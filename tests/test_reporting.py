@@ -668,7 +668,7 @@ def test_plot_error_bars_labels_and_axes(tmp_path):
         assert x_hi - x_lo == pytest.approx(2 * statistics.stdev([10.0, 11.0]))
         assert "time to best validation round (min)" in ours_ax.get_xlabel() and ours_ax.get_xscale() == "linear"
         assert ours_ax.get_ylabel() == "accuracy (%), higher is better\nbest validation round, mean ± std"
-        assert "time: ± std over seeds" in {t.get_text() for t in ours_ax.get_legend().get_texts()}
+        assert "time: ± std over seeds" in {t.get_text() for t in fig.legends[0].get_texts()}
         renderer = fig.canvas.get_renderer()
         boxes = [t.get_window_extent(renderer) for t in ours_ax.texts if t.get_text() in ("BitFit", "VeRA", "1LoRA", "MoRA (1)")]
         assert len(boxes) == 4
@@ -712,6 +712,10 @@ def test_many_methods_split_into_baselines_and_onelora_panels(tmp_path):
     assert halves_of("lora") == HALVES[:1] and halves_of("onelora+bias") == HALVES[1:]
     assert halves_of("onelora") == halves_of("head") == halves_of("full") == HALVES
     assert [name for name, _ in split_panels([{"method": m} for m in ("lora", "onelora")])] == [""]
+    # Table S9's twelve rows hold one 1LoRA variant besides 1LoRA: nothing to separate, one panel
+    s9 = ["head", "mora1", "mora6", "bitfit", "difffit", "lora", "vera", "dora", "onelora", "onelora+norms", "full",
+          "norms"]
+    assert [name for name, _ in split_panels([{"method": m} for m in s9])] == [""]
     fig = table_figure(table)
     try:
         base_ax, ones_ax, memory_ax = fig.axes

@@ -41,6 +41,8 @@ OUTLIER = 20.0
 PART_COLORS = {"params": "0.55", "grads": "tab:cyan", "optimizer": "tab:purple", "activations": "tab:pink"}
 #: a panel with more methods than this is split: PEFT baselines | 1LoRA and its combinations
 MANY = 10
+#: methods a half must hold besides the shared ones for a panel to be split
+MIN_HALF = 3
 #: the two halves of a split panel
 HALVES = ("PEFT baselines", "1LoRA and its combinations")
 #: families drawn in both halves of a split panel: the anchors every method is read against
@@ -96,9 +98,12 @@ def halves_of(method: str) -> tuple[str, ...]:
 def split_panels(*point_sets: list[dict]) -> list[tuple[str, list[list[dict]]]]:
     """The panel rows the bubbles of one (setting, metric) are drawn in, each point set (ours,
     the paper's) split alike: one row, or two (:data:`HALVES`) when more than :data:`MANY`
-    methods would share a panel. Returns ``[(half name or "", [points of each set])]``."""
+    methods would share a panel and each half has at least :data:`MIN_HALF` of its own (a table
+    of baselines with one 1LoRA variant stays whole). Returns ``[(half name or "", [points of
+    each set])]``."""
     methods = {p["method"] for points in point_sets for p in points}
-    if len(methods) <= MANY:
+    own = [sum(halves_of(m) == (half,) for m in methods) for half in HALVES]
+    if len(methods) <= MANY or min(own) < MIN_HALF:
         return [("", list(point_sets))]
     return [(half, [[p for p in points if half in halves_of(p["method"])] for points in point_sets])
             for half in HALVES]
@@ -240,7 +245,8 @@ def _pad(setter, values: list[float], errors: list[float], top: float = 0.15, lo
     setter(low, hi + top * span)
 
 
-def _family_legend(ax, methods: list[str], bands: bool) -> None:
+def _family_legend(fig, methods: list[str], bands: bool, top: float) -> None:
+    """One legend for the figure, under its title: the families' colours, the band's meaning."""
     families = []
     for m in methods:
         if (f := method_family(m)) not in families:
@@ -249,7 +255,8 @@ def _family_legend(ax, methods: list[str], bands: bool) -> None:
     if bands:
         handles.append(Line2D([], [], color="0.5", alpha=0.35, linewidth=3.0, label="time: ± std over seeds"))
     if handles:
-        ax.legend(handles=handles, fontsize=6, loc="best", framealpha=0.7)
+        fig.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, top), ncol=len(handles),
+                   frameon=False, handlelength=1.5, columnspacing=1.2)
 
 
 def _memory_bars(ax, rows: list[dict], paper: bool) -> None:
@@ -363,13 +370,13 @@ def table_figure(table: TableResult) -> plt.Figure:
     ncols = 3 if table.is_paper else 2
     width, height = PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * n_panel_rows
     fig = plt.figure(figsize=(width, height))
-    grid = fig.add_gridspec(n_panel_rows, ncols, left=0.06, right=0.98, top=1 - 0.8 / height,
+    grid = fig.add_gridspec(n_panel_rows, ncols, left=0.06, right=0.98, top=1 - 1.05 / height,
                             bottom=1.6 / height, wspace=0.28, hspace=1.7 / 3.0,
                             width_ratios=[1.3] * (ncols - 1) + [1.0])  # the bubbles get the room
     # the layout first: labels are placed in display space, so it must not change afterwards
     fig.suptitle(table.title + "  (bubble area ∝ trainable parameters; All capped)", fontsize=11,
                  y=1 - 0.12 / height, va="top")
-    labels, bars = [], []
+    labels, bars, legend, bands = [], [], [], False
     row0 = 0
     for setting, metric, rows, ours_lines, quoted, halves in plans:
         unit = rows[0]["time_unit"] if rows else "min"
@@ -388,8 +395,8 @@ def table_figure(table: TableResult) -> plt.Figure:
             labels.append((ax, _bubbles(ax, ours, ours_lines, f"ours: {where}{name}{suffix}",
                                         _time_label(rows, unit, ours_log), _metric_label(rows, yname),
                                         "no runs yet", max_area, ours_log, many)))
-            _family_legend(ax, [p["method"] for p in ours] + [q["method"] for q in ours_lines],
-                           any(_ok(p.get("xerr")) and p["xerr"] > 0 for p in ours))
+            legend += [p["method"] for p in ours] + [q["method"] for q in ours_lines]
+            bands = bands or any(_ok(p.get("xerr")) and p["xerr"] > 0 for p in ours)
             pair = [ax]
             if table.is_paper:
                 pax = fig.add_subplot(grid[row0 + i, 1])
@@ -397,7 +404,7 @@ def table_figure(table: TableResult) -> plt.Figure:
                                              f"time ({unit}, as printed{', log scale' if paper_log else ''})",
                                              f"{yname}\nmean ± std over 4 runs", "no paper values", max_area,
                                              paper_log, many)))
-                _family_legend(pax, [p["method"] for p in paper] + [q["method"] for q in quoted], False)
+                legend += [p["method"] for p in paper] + [q["method"] for q in quoted]
                 pair.append(pax)
             pairs.append((pair, bool(ours or ours_lines), bool(paper or quoted)))
         # one y scale for every panel of the group, so they compare at a glance; one x scale per column
@@ -417,6 +424,7 @@ def table_figure(table: TableResult) -> plt.Figure:
                     ax.set_xlim(lo, hi)
         bars.append((fig.add_subplot(grid[row0:row0 + len(halves), -1]), rows))
         row0 += len(halves)
+    _family_legend(fig, legend, bands, top=1 - 0.45 / height)
     for ax, drawn in labels:
         _finish_panel(ax, drawn)
     # the bars last: adjustText redraws the figure for every panel, and hatched bars draw slowly
