@@ -167,15 +167,15 @@ def test_language_answers_table_and_loss_curves(tmp_path):
     try:
         train_ax, val_ax = fig.axes
         assert [line.get_label() for line in train_ax.lines] == ["Head", "1LoRA (n=2)", "All"]
-        assert [line.get_label() for line in val_ax.lines] == ["Un-adapted (no training)", "Head", "1LoRA (n=2)", "All"]
+        assert [line.get_label() for line in val_ax.lines] == ["Un-adapted (no training: 5.5)", "Head", "1LoRA (n=2)", "All"]
         unadapted = val_ax.lines[0]
         assert unadapted.get_linestyle() == "--" and list(unadapted.get_ydata()) == [5.5, 5.5]
         one = val_ax.lines[2]
         assert list(one.get_xdata()) == [50, 100] and one.get_ydata() == pytest.approx([1.05, 0.525])  # mean of seeds
         assert len(val_ax.collections) == 1 and len(train_ax.collections) == 1  # the seeds' range, for 1LoRA only
         assert val_ax.get_yscale() == "log" and train_ax.get_xlabel() == "optimizer step"
-        assert [t.get_text() for t in fig.legends[0].get_texts()] == ["Un-adapted (no training)", "Head", "1LoRA (n=2)",
-                                                                      "All"]
+        assert [t.get_text() for t in fig.legends[0].get_texts()] == ["Un-adapted (no training: 5.5)", "Head",
+                                                                      "1LoRA (n=2)", "All"]
     finally:
         plt.close(fig)
 

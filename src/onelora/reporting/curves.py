@@ -76,7 +76,7 @@ def _plain_log_ticks(ax) -> None:
 
     ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(ticker.FuncFormatter(minor))
-    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.tick_params(axis="y", which="both", labelsize=8)
 
 
 def loss_curves_figure(methods: Sequence[tuple[str, str, list[Path]]], title: str, train_key: str = "train/loss",
@@ -103,7 +103,8 @@ def loss_curves_figure(methods: Sequence[tuple[str, str, list[Path]]], title: st
             continue
         steps, mean, lo, hi = _across_seeds(val, smooth=False)
         if not train and len(steps) == 1:  # evaluated as loaded: one value, no curve
-            val_ax.axhline(mean[0], color=color, linestyle="--", linewidth=1.2, label=f"{label}{seeds} (no training)")
+            val_ax.axhline(mean[0], color=color, linestyle="--", linewidth=1.2,
+                           label=f"{label}{seeds} (no training: {mean[0]:.3g})")
             continue
         val_ax.plot(steps, mean, color=color, linestyle=style, marker="o", markersize=3, linewidth=1.3,
                     label=label + seeds)
@@ -121,7 +122,7 @@ def loss_curves_figure(methods: Sequence[tuple[str, str, list[Path]]], title: st
     legend: dict[str, object] = {}  # one entry per method: its validation line, else its training line
     for ax in (val_ax, train_ax):
         for handle, text in zip(*ax.get_legend_handles_labels()):
-            if text.split(" (no training)")[0] not in {t.split(" (no training)")[0] for t in legend}:
+            if text.split(" (no training")[0] not in {t.split(" (no training")[0] for t in legend}:
                 legend[text] = handle
     if legend:
         handles, labels = list(legend.values()), list(legend)
