@@ -20,6 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from onelora.reporting.figtools import wrap_title  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
 EXAMPLES_FILE = "predictions/depth_examples.npz"
@@ -133,12 +135,13 @@ def run_figure(ex: dict[str, Any], title: str) -> plt.Figure:
     colour bar in metres) and absolute error (its own scale and colour bar, metres)."""
     k = len(ex["indices"])
     cw, ch = _cell(ex)
-    fig = plt.figure(figsize=(4 * cw + 2.2, k * (ch + 0.25) + 1.0))
+    title, head = wrap_title(title, 4 * cw + 2.2)
+    fig = plt.figure(figsize=(4 * cw + 2.2, k * (ch + 0.25) + head + 0.75))
+    height = fig.get_figheight()
     # columns: RGB, ground truth, prediction, depth bar, a gap for its label, error, error bar
     grid = fig.add_gridspec(k, 7, width_ratios=[1, 1, 1, 0.07, 0.3, 1, 0.07], left=0.03, right=0.93,
-                            top=1 - 0.75 / fig.get_figheight(), bottom=0.45 / fig.get_figheight(),
-                            wspace=0.12, hspace=0.22)
-    fig.suptitle(title, fontsize=10)
+                            top=1 - (head + 0.3) / height, bottom=0.45 / height, wspace=0.12, hspace=0.22)
+    fig.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")
     for i in range(k):
         lo, hi = _depth_range([ex], i)
         top = _error_max([ex], i)
@@ -174,11 +177,12 @@ def comparison_figure(columns: Sequence[tuple[str, dict[str, Any]]], title: str,
     k = min(images, len(first["indices"]))
     m = len(columns)
     cw, ch = _cell(first)
-    fig = plt.figure(figsize=((m + 2) * cw + 1.0, 2 * k * (ch + 0.25) + 1.4))
+    title, head = wrap_title(title, (m + 2) * cw + 1.0)
+    fig = plt.figure(figsize=((m + 2) * cw + 1.0, 2 * k * (ch + 0.25) + head + 0.95))
     height = fig.get_figheight()
     grid = fig.add_gridspec(2 * k, m + 3, width_ratios=[1] * (m + 2) + [0.07], left=0.02, right=0.95,
-                            top=1 - 1.05 / height, bottom=0.45 / height, wspace=0.1, hspace=0.28)
-    fig.suptitle(title, fontsize=10)
+                            top=1 - (head + 0.5) / height, bottom=0.45 / height, wspace=0.1, hspace=0.28)
+    fig.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")
     for i in range(k):
         lo, hi = _depth_range(exs, i)
         top = _error_max(exs, i)

@@ -143,7 +143,7 @@ BUILDERS: tuple[Callable[[Iterable[Run]], Iterator[tuple[str, Figure | str]]], .
 
 def write_gallery(runs: list[Run], out: str | Path) -> list[Path]:
     """Every picture above that the runs' saved files allow, in ``out``."""
-    from onelora.reporting.savefig import save_figure
+    from onelora.reporting.figtools import save_figure
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from onelora.reporting.figtools import wrap_title  # noqa: E402
+
 SAMPLES_FILE = "predictions/samples.npz"
 PAD = 1  # white pixels between two samples of a grid
 PANEL_WIDTH = 3.2  # inches of one method's grid in a comparison
@@ -75,10 +77,12 @@ def grid_figure(samples: dict[str, Any], title: str) -> plt.Figure:
     """One run's grid: one row per class label, titled (method, step, FID)."""
     image = tile(samples)
     width = 6.0
-    fig = plt.figure(figsize=(width, width * image.shape[0] / image.shape[1] + 0.9))
-    ax = fig.add_axes((0.12, 0.03, 0.85, 1 - 0.75 / fig.get_figheight()))
+    title, top = wrap_title(title, width)
+    fig = plt.figure(figsize=(width, width * 0.85 * image.shape[0] / image.shape[1] + top + 0.15))
+    height = fig.get_figheight()
+    ax = fig.add_axes((0.12, 0.1 / height, 0.85, 1 - (top + 0.15) / height))
     _draw(ax, samples)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")
     return fig
 
 
@@ -88,13 +92,16 @@ def comparison_figure(panels: Sequence[tuple[str, str, dict[str, Any]]], title: 
     cut to ``rows`` class rows x ``columns`` samples."""
     first = tile(panels[0][2], rows, columns)
     n = len(panels)
-    per_row = min(n, 4)
-    lines = -(-n // per_row)
+    lines = -(-n // 4)  # at most 4 grids a line, the lines as even as can be (6: 3 + 3)
+    per_row = -(-n // lines)
     height = PANEL_WIDTH * first.shape[0] / first.shape[1]
-    fig = plt.figure(figsize=(per_row * PANEL_WIDTH + 0.8, lines * (height + 0.9) + 0.7))
-    grid = fig.add_gridspec(lines, per_row, left=0.07, right=0.99, top=1 - 0.65 / fig.get_figheight(),
-                            bottom=0.4 / fig.get_figheight(), wspace=0.15, hspace=0.45)
-    fig.suptitle(title, fontsize=10)
+    width = max(per_row, 3) * PANEL_WIDTH + 0.8  # room for the title under few panels
+    title, top = wrap_title(title, width)
+    fig = plt.figure(figsize=(width, lines * (height + 0.9) + top + 0.4))
+    total = fig.get_figheight()
+    grid = fig.add_gridspec(lines, per_row, left=0.07, right=0.07 + (1 - 0.08) * per_row / max(per_row, 3),
+                            top=1 - (top + 0.3) / total, bottom=0.4 / total, wspace=0.15, hspace=0.45)
+    fig.suptitle(title, fontsize=10, y=1 - 0.08 / total, va="top")
     for i, (name, caption, samples) in enumerate(panels):
         ax = fig.add_subplot(grid[i // per_row, i % per_row])
         _draw(ax, samples, rows, columns)

@@ -112,7 +112,7 @@ class DepthModule(FineTuneModule):
         test images (the same for every run of the task), their ground truth and this model's
         prediction at the ground truth's resolution, clamped as the metric clamps it."""
         from ..reporting.depth_maps import EXAMPLES_FILE, example_indices, load_examples, run_figure, save_examples
-        from ..reporting.savefig import save_figure
+        from ..reporting.figtools import save_figure
         from ..reporting.paper import method_label
 
         dataset = getattr(data, "test_set", None)

@@ -239,7 +239,7 @@ class GenerationModule(FineTuneModule):
         best round's) with their EMA, drawn with ``sample_seed``: every run of the task gets the
         same labels and the same noise, so the report can set their grids side by side. The
         figure's title names the method, the weights' step and the test FID."""
-        from ..reporting.savefig import save_figure
+        from ..reporting.figtools import save_figure
         from ..reporting.paper import method_label
         from ..reporting.samples import SAMPLES_FILE, grid_figure, load_samples, save_samples
 
