@@ -746,7 +746,8 @@ def test_many_methods_split_into_baselines_and_onelora_panels(tmp_path):
 
 def test_time_axis_turns_logarithmic_and_untrained_runs_are_lines(tmp_path):
     """Times spanning more than LOG_TIME_RATIO: a log axis; the un-adapted model (no training,
-    no time) is a dashed line at its value, not a bubble at time 0."""
+    no time) is a dashed line at its value, not a bubble at time 0; near the bubbles it is drawn
+    with its value, far from them it is marked at the edge."""
     recs = [make_record(task="digits_generation", paper_keys=DIGITS, model="dit", method=m, value=v, metric="fid",
                         direction="min", time_to_best=t, adapter_params=p)
             for m, v, t, p in (("onelora", 40.0, 60.0, 4000), ("lora", 10.0, 70.0, 6000), ("full", 7.0, 3000.0, 3e5))]
@@ -761,7 +762,20 @@ def test_time_axis_turns_logarithmic_and_untrained_runs_are_lines(tmp_path):
         assert len(ax.collections) - sum(c.get_alpha() == 0.25 for c in ax.collections) == 3  # 3 bubbles
         (line,) = [line for line in ax.lines if line.get_linestyle() == "--"]
         assert list(line.get_ydata()) == [240.0, 240.0]
-        assert any(t.get_text() == "Un-adapted (no training: 240)" for t in ax.texts)
+        # far above every bubble (FID 7-40): left off the scale, its value marked at the top edge
+        assert ax.get_ylim()[1] < 240.0
+        shown = [t.get_text() for t in ax.texts if t.get_visible()]
+        assert "↑ Un-adapted: 240 (no training, off scale)" in shown
+        assert "Un-adapted (no training: 240)" not in shown
+    finally:
+        plt.close(fig)
+    unadapted["metric"]["test"] = 50.0  # just above the bubbles: on the scale, labelled with its value
+    report = build_report(runs_from_records(recs + [unadapted]), tmp_path, plots=False)
+    fig = table_figure(report.ours_tables[0])
+    try:
+        ax = fig.axes[0]
+        assert ax.get_ylim()[1] > 50.0
+        assert "Un-adapted (no training: 50)" in [t.get_text() for t in ax.texts if t.get_visible()]
     finally:
         plt.close(fig)
 

@@ -120,8 +120,9 @@ def _bubbles(ax, points: list[dict], lines: list[dict], title: str, xlabel: str,
     ``lines`` (a value without a time: quoted by the paper, or a run that trained nothing).
 
     With ``focus`` (a crowded panel) the y range covers the methods compared; a reference
-    (head-only, the un-adapted model, ...) far outside it would squeeze them into a strip, so it is
-    left off the scale and marked at the edge by :func:`_mark_off_scale`. Returns what :func:`_finish_panel` needs once the axis limits
+    (head-only, full fine-tuning) far outside it would squeeze them into a strip, so it is left off
+    the scale and marked at the edge by :func:`_mark_off_scale`; a line (a value without a time) far
+    from every bubble is left off the scale in any panel. Returns what :func:`_finish_panel` needs once the axis limits
     are final: the label texts with their bubbles' positions, and the references."""
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel, fontsize=9)
@@ -156,12 +157,14 @@ def _bubbles(ax, points: list[dict], lines: list[dict], title: str, xlabel: str,
     for q in lines:
         color = FAMILY_COLORS[method_family(q["method"])]
         ax.axhline(q["y"], color=color, linestyle=q.get("style", ":"), linewidth=1.2)
-        text = ax.annotate(f"{q['label']} ({q['note']}: {q['y']:g})", (0.01, q["y"]),
+        text = ax.annotate(f"{q['label']} ({q['note']}: {q['y']:.4g})", (0.01, q["y"]),
                            xycoords=("axes fraction", "data"), fontsize=7, color=color, va="bottom")
         drawn["refs"].append({**q, "x": None, "color": color, "text": text})
     core = [p for p in points if not _reference(p)] or points
-    refs = [p for p in points if _reference(p)] + lines
+    refs = [p for p in points if _reference(p)]
     shown = core + [r for r in refs if not focus or _near(r["y"], [p["y"] for p in core])]
+    # a value without a time (un-adapted, quoted) far from every bubble: marked at the edge, always
+    shown += [q for q in lines if _near(q["y"], [p["y"] for p in points])]
     if shown:
         _pad(ax.set_ylim, [p["y"] for p in shown], [p.get("yerr") or 0.0 for p in shown], top=0.2)
     if points:
@@ -196,7 +199,8 @@ def _mark_off_scale(ax, refs: list[dict]) -> None:
         r["text"].set_visible(False)
         x = 0.99 if r["x"] is None else r["x"]
         coords = ("axes fraction", "axes fraction") if r["x"] is None else ("data", "axes fraction")
-        ax.annotate(f"{arrow} {r['label']}: {r['y']:.4g}{err} (off scale)", (x, 0.99 if above else 0.01),
+        note = f"{r['note']}, " if r.get("note") else ""
+        ax.annotate(f"{arrow} {r['label']}: {r['y']:.4g}{err} ({note}off scale)", (x, 0.99 if above else 0.01),
                     xycoords=coords, fontsize=7, color=r["color"], ha="right" if r["x"] is None else "center",
                     va="top" if above else "bottom", fontweight="bold", clip_on=False)
 
@@ -370,7 +374,7 @@ def table_figure(table: TableResult) -> plt.Figure:
     ncols = 3 if table.is_paper else 2
     width, height = PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * n_panel_rows
     fig = plt.figure(figsize=(width, height))
-    grid = fig.add_gridspec(n_panel_rows, ncols, left=0.06, right=0.98, top=1 - 1.05 / height,
+    grid = fig.add_gridspec(n_panel_rows, ncols, left=0.9 / width, right=0.98, top=1 - 1.05 / height,
                             bottom=1.6 / height, wspace=0.28, hspace=1.7 / 3.0,
                             width_ratios=[1.3] * (ncols - 1) + [1.0])  # the bubbles get the room
     # the layout first: labels are placed in display space, so it must not change afterwards
@@ -385,15 +389,16 @@ def table_figure(table: TableResult) -> plt.Figure:
         where = f"{setting}, " if setting else ""
         yname = f"{name}{', ' + better if better else ''}"
         many = len(halves) > 1
-        max_area = MAX_AREA / 2 if many else MAX_AREA
+        max_area = MAX_AREA / 3 if many else MAX_AREA  # a crowded panel: smaller bubbles, the same rule
         ours_log = _log_time([p["x"] for _, (pts, _) in halves for p in pts])
         paper_log = _log_time([p["x"] for _, (_, pts) in halves for p in pts])
+        timed = [r for r in rows if _ok(r.get("ours_time")) and r["ours_time"] > 0]  # the bubbles' rows
         pairs = []
         for i, (half, (ours, paper)) in enumerate(halves):
             suffix = f" — {half}" if half else ""
             ax = fig.add_subplot(grid[row0 + i, 0])
             labels.append((ax, _bubbles(ax, ours, ours_lines, f"ours: {where}{name}{suffix}",
-                                        _time_label(rows, unit, ours_log), _metric_label(rows, yname),
+                                        _time_label(timed, unit, ours_log), _metric_label(rows, yname),
                                         "no runs yet", max_area, ours_log, many)))
             legend += [p["method"] for p in ours] + [q["method"] for q in ours_lines]
             bands = bands or any(_ok(p.get("xerr")) and p["xerr"] > 0 for p in ours)

@@ -97,10 +97,10 @@ def comparison_figure(panels: Sequence[tuple[str, str, dict[str, Any]]], title: 
     height = PANEL_WIDTH * first.shape[0] / first.shape[1]
     width = max(per_row, 3) * PANEL_WIDTH + 0.8  # room for the title under few panels
     title, top = wrap_title(title, width)
-    fig = plt.figure(figsize=(width, lines * (height + 0.9) + top + 0.4))
+    fig = plt.figure(figsize=(width, lines * (height + 0.75) + top + 0.4))
     total = fig.get_figheight()
     grid = fig.add_gridspec(lines, per_row, left=0.07, right=0.07 + (1 - 0.08) * per_row / max(per_row, 3),
-                            top=1 - (top + 0.3) / total, bottom=0.4 / total, wspace=0.15, hspace=0.45)
+                            top=1 - (top + 0.3) / total, bottom=0.4 / total, wspace=0.15, hspace=0.3)
     fig.suptitle(title, fontsize=10, y=1 - 0.08 / total, va="top")
     for i, (name, caption, samples) in enumerate(panels):
         ax = fig.add_subplot(grid[i // per_row, i % per_row])
