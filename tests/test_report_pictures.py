@@ -196,10 +196,10 @@ def test_gallery_files_and_the_index(depth_runs, tmp_path):
         assert f"]({path.name})" in md, path.name
     pictures = md.split("## Every table and figure")[0]
     embedded = [line for line in pictures.splitlines() if line.startswith("![")]
-    # the key pictures: ours, the methods' depth maps, the analyses, a paper table only once it has our runs
+    # the key pictures: ours, the methods' depth maps, a paper table only once it has our runs, the analyses
     assert [line.rsplit("(", 1)[1] for line in embedded] == [
-        "table_S3.png)", "ours_x.png)", "depth_examples_depth_mini_depth_mini.png)", "calibration_digits.png)"]
-    assert "### Comparison of the methods: task depth_mini · model m" in pictures
+        "ours_x.png)", "depth_examples_depth_mini_depth_mini.png)", "table_S3.png)", "calibration_digits.png)"]
+    assert "#### task depth_mini · model m" in pictures
     assert "- [table_S3.md](table_S3.md) · [table_S3.csv](table_S3.csv) · [table_S3.png](table_S3.png): Table S3: NYU → " \
            "KITTI: ours beside the paper's rows" in md
     assert "### Other files\n\n- [notes.txt](notes.txt): notes" in md

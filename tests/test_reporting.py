@@ -245,7 +245,7 @@ def test_pngs_are_valid(built):
     assert (out / "depth_examples_depth_kitti_nyu_depth_anything_l.png").exists()
     index = (out / "README.md").read_text()  # the entry page lists every file the report wrote
     assert all(f"]({p.name})" in index for p in out.iterdir() if p.name != "README.md")
-    assert "![Depth maps: depth_kitti_nyu_depth_anything_l](depth_examples_depth_kitti_nyu_depth_anything_l.png)" in index
+    assert "![Depth: depth_kitti_nyu_depth_anything_l](depth_examples_depth_kitti_nyu_depth_anything_l.png)" in index
     for png in pngs:
         assert png.read_bytes()[:8] == PNG_SIGNATURE
         with Image.open(png) as img:

@@ -38,15 +38,15 @@ KINDS = (
          "{title}"),
     Kind(r"ours_(?P<name>.+)", "Our runs without a paper counterpart",
          "{title}: mean ± std over seeds, time to best, memory, parameters; bubble plot (area ∝ parameters)",
-         "Comparison of the methods: {title}"),
+         "{title}"),
     Kind(r"depth_examples_(?P<name>.+)", "What the methods produce",
          "depth ({name}): each method's prediction and absolute error on the same test images, RMSE / AbsRel in "
-         "the titles", "Depth maps: {name}"),
+         "the titles", "Depth: {name}"),
     Kind(r"samples_(?P<name>.+)", "What the methods produce",
          "generation ({name}): each method's samples for the same class labels and noise, FID under each",
-         "Samples: {name}"),
+         "Generation: {name}"),
     Kind(r"loss_curves_(?P<name>.+)", "What the methods produce",
-         "language ({name}): training and validation loss of every method, mean over seeds", "Loss curves: {name}"),
+         "language ({name}): training and validation loss of every method, mean over seeds", "Language: {name}"),
     Kind(r"answers_(?P<name>.+)", "What the methods produce",
          "language ({name}): the methods' answers to the same held-out problems beside the reference"),
     Kind(r"pca_alignment_(?P<name>.+)", "Analyses",
@@ -57,6 +57,13 @@ KINDS = (
     Kind(r"memory_(?P<name>.+)", "Analyses", "{title}"),
     Kind(r"bench(?P<name>.*)", "Benchmarks", "speed and memory of every method side by side with peft"),
 )
+#: the sections of the key pictures, in order, and their headings
+KEY_SECTIONS = {
+    "Our runs without a paper counterpart": "The methods compared: metric, time to best, parameters, memory",
+    "What the methods produce": "What the methods produce, side by side",
+    "The paper's tables": "The paper's tables we have runs for",
+    "Analyses": "Analyses",
+}
 #: how a table's files are shown, in order
 EXTENSIONS = ("md", "csv", "png", "json")
 
@@ -102,7 +109,7 @@ def index_markdown(folder: str | Path) -> str:
         if path.is_file() and path.name != INDEX_NAME and not path.name.startswith("."):
             stems.setdefault(path.stem, []).append(path.suffix.lstrip("."))
     listed: dict[str, list[str]] = {s: [] for s in SECTIONS}
-    key: list[tuple[int, str, str, str]] = []  # (kind's place, stem, heading, description)
+    key: list[tuple[int, str, str, str]] = []  # (kind's place, stem, heading, caption)
     overview = {i for i, k in enumerate(KINDS) if k.section == "Overview"}
     for stem in sorted(stems, key=lambda st: (_kind(st)[0] if _kind(st)[0] in overview else -1, _order(st))):
         place, kind, name = _kind(stem)
@@ -114,7 +121,8 @@ def index_markdown(folder: str | Path) -> str:
         shown = kind is not None and kind.heading and (not stem.startswith("table_") or _has_runs(folder, stem))
         if "png" in stems[stem] and shown:  # a paper table's plot only once we have runs in it
             heading = kind.heading.format(title=re.sub(r"^Ours only: ", "", title), name=name)
-            key.append((place, stem, heading, description))
+            caption = description.removeprefix(title + ": ")
+            key.append((place, stem, heading, f"{caption[:1].upper()}{caption[1:]} ({links})"))
     lines = [
         "# Reports",
         "",
@@ -126,9 +134,12 @@ def index_markdown(folder: str | Path) -> str:
     ]
     if key:
         lines += ["## Key pictures", ""]
-        for _, stem, heading, description in sorted(key, key=lambda k: k[0]):  # stable: by name within a kind
-            lines += [f"### {heading}", "", f"{description} ([{stem}.png]({stem}.png)).", "",
-                      f"![{heading}]({stem}.png)", ""]
+        for section in KEY_SECTIONS:
+            shown = sorted((k for k in key if KINDS[k[0]].section == section), key=lambda k: k[0])
+            if shown:
+                lines += [f"### {KEY_SECTIONS[section]}", ""]
+            for _, stem, heading, caption in shown:  # stable: by name within a kind
+                lines += [f"#### {heading}", "", f"{caption}.", "", f"![{heading}]({stem}.png)", ""]
     lines += ["## Every table and figure", ""]
     for section in SECTIONS:
         if listed[section]:
