@@ -7,12 +7,15 @@ error bar; a value the paper only quotes in its text, such as the head-only base
 line) and the memory bars. A method that trained nothing (the un-adapted model, no time to plot)
 is a dashed horizontal line. Methods carry the paper's labels and one colour per family.
 
-Readable with many methods: when a panel would hold more than :data:`MANY` methods it is split in
-two rows, the PEFT baselines and 1LoRA with its combinations (the 1LoRA family), each with the
-reference methods (head-only, full fine-tuning, the un-adapted model, plain 1LoRA among the
-baselines) on the same axes; the time axis turns logarithmic when the times span more than
-:data:`LOG_TIME_RATIO`; adjustText places the labels (a fixed number of iterations, so the same
-records give the same figure). Agg backend: works headless.
+Readable with many methods: when a panel would hold more than :data:`MANY` methods (and each half
+:data:`MIN_HALF` of its own) it is split in two rows, the PEFT baselines and 1LoRA with its
+combinations (the 1LoRA family), each with the reference methods (head-only, full fine-tuning,
+the un-adapted model; plain 1LoRA among the baselines) on the same axes, the bubbles a third the
+size (area still ∝ parameters, "All" capped); a reference far from the compared methods is marked
+at the axis edge with its value instead of squeezing them into a strip; the time axis turns
+logarithmic when the times span more than :data:`LOG_TIME_RATIO`; one legend for the figure;
+adjustText places the labels off each other and off the bubbles (a fixed number of iterations, so
+the same records give the same figure). Agg backend: works headless.
 """
 
 from __future__ import annotations
@@ -122,8 +125,9 @@ def _bubbles(ax, points: list[dict], lines: list[dict], title: str, xlabel: str,
     With ``focus`` (a crowded panel) the y range covers the methods compared; a reference
     (head-only, full fine-tuning) far outside it would squeeze them into a strip, so it is left off
     the scale and marked at the edge by :func:`_mark_off_scale`; a line (a value without a time) far
-    from every bubble is left off the scale in any panel. Returns what :func:`_finish_panel` needs once the axis limits
-    are final: the label texts with their bubbles' positions, and the references."""
+    from every bubble is left off the scale in any panel. Returns what :func:`_finish_panel` needs
+    once the axis limits are final: the label texts with their bubbles' positions and sizes, and
+    the references."""
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel, fontsize=9)
     ax.set_ylabel(ylabel, fontsize=9)
@@ -214,8 +218,8 @@ def _finish_panel(ax, drawn: dict[str, list]) -> None:
     texts = drawn["texts"] + [r["text"] for r in on_scale]
     if texts:
         adjust_text(texts, x=drawn["xs"] + [r["x"] for r in on_scale], y=drawn["ys"] + [r["y"] for r in on_scale],
-                    objects=_bubble_boxes(ax, drawn["bubbles"]) or None, ax=ax, arrowprops=dict(arrowstyle="-", color="0.4", lw=0.5),
-                    expand=(1.1, 1.3), iter_lim=LABEL_ITERATIONS)
+                    objects=_bubble_boxes(ax, drawn["bubbles"]) or None, ax=ax, expand=(1.1, 1.3),
+                    arrowprops=dict(arrowstyle="-", color="0.4", lw=0.5), iter_lim=LABEL_ITERATIONS)
 
 
 def _bubble_boxes(ax, bubbles: list[tuple[float, float, float]]) -> list[Bbox]:
