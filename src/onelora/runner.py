@@ -276,6 +276,7 @@ def train(settings: RunSettings, run_dir: Path, started: float, resume_from: str
     )
     if trainer.is_global_zero:
         if hasattr(module, "artifacts"):  # predictions, sample grids, answers: from the best weights
+            module.weights_step = None if evaluating else best.best_step if best_path else trainer.global_step
             module.artifacts(run_dir, data)
         if not evaluating:
             save_adapter(run_dir / "adapter", model, target_sets=settings.model["target_sets"],

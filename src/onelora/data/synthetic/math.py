@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
