@@ -220,6 +220,7 @@ def _check_training_length(cfg: DictConfig) -> None:
 
 
 def _check_trainer(cfg: DictConfig) -> None:
+    _check_compile(cfg.trainer.get("compile"))
     accelerator = str(cfg.trainer.accelerator)
     strategy = cfg.trainer.get("strategy")
     if "deepspeed" in str(strategy.get("_target_", "") if OmegaConf.is_dict(strategy) else strategy).lower():
@@ -233,3 +234,18 @@ def _check_trainer(cfg: DictConfig) -> None:
               "'gpu' was asked for but no CUDA GPU is visible here; use trainer=default (or trainer=cpu)")
         if "bf16" in str(cfg.trainer.precision):
             check(torch.cuda.is_bf16_supported(), "trainer.precision", "bf16 is not supported by this GPU; use 16-mixed or 32-true")
+
+
+def _check_compile(value: Any) -> None:
+    """``trainer.compile``: false / null (eager), true, or a mapping of ``torch.compile`` keywords."""
+    from .callbacks import COMPILE_OPTIONS
+
+    if value is None or isinstance(value, bool):
+        return
+    check(OmegaConf.is_dict(value) or isinstance(value, dict), "trainer.compile",
+          f"must be true, false or a mapping of torch.compile options ({', '.join(COMPILE_OPTIONS)}), got {value!r}")
+    unknown = sorted(set(value) - set(COMPILE_OPTIONS))
+    check(not unknown, "trainer.compile", f"unknown option(s) {unknown}; it takes {', '.join(COMPILE_OPTIONS)}")
+    backend = value.get("backend", "inductor")
+    check(not isinstance(backend, str) or backend in torch._dynamo.list_backends(exclude_tags=()), "trainer.compile.backend",
+          f"unknown torch.compile backend {backend!r}; available: {', '.join(torch._dynamo.list_backends(exclude_tags=()))}")

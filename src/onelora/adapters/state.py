@@ -77,8 +77,11 @@ def load_adapter(directory: str | Path, model: nn.Module, *, strict: bool = True
     if current is None:
         inject(model, saved, target_sets=config.get("target_sets") or None, head=config.get("head") or [],
                module_sets=config.get("module_sets") or {})
-    elif current.to_dict() != saved.to_dict():
-        raise AdapterConfigError(f"model is adapted with '{current.name}', the checkpoint holds '{saved.name}'")
+    elif _stored(current) != _stored(saved):
+        diff = sorted(k for k in _stored(current).keys() | _stored(saved).keys()
+                      if _stored(current).get(k) != _stored(saved).get(k))
+        raise AdapterConfigError(f"model is adapted with '{current.name}', the checkpoint holds '{saved.name}' "
+                                 f"(they differ in {', '.join(diff)})")
     own = trainable_state(model)
     missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
     if strict and (missing or unexpected):
@@ -90,6 +93,18 @@ def load_adapter(directory: str | Path, model: nn.Module, *, strict: bool = True
                     raise AdapterConfigError(f"adapter tensor {name}: shape {tuple(value.shape)} != {tuple(own[name].shape)}")
                 own[name].copy_(value.to(own[name].dtype))
     return count_parameters(model, config.get("head") or [])
+
+
+def _stored(spec: MethodSpec) -> dict[str, Any]:
+    """The method as far as it decides the stored tensors: options that only choose how a layer
+    computes (1LoRA's ``impl``, DoRA's ``keep_output``) are left out, so a checkpoint loads into
+    either way of computing it."""
+    from .base import ADAPTER_KINDS
+
+    data = spec.to_dict()
+    compute_only = ADAPTER_KINDS[spec.linear or "none"].compute_options
+    data["options"] = {k: v for k, v in (data.get("options") or {}).items() if k not in compute_only}
+    return data
 
 
 def _refuse_merged(model: nn.Module, what: str) -> None:
