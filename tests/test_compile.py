@@ -98,7 +98,7 @@ def assert_close_rel(got: torch.Tensor, expected: torch.Tensor, rel: float, what
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("tokens,autocast", [  # 1LoRA in fp32: the rank-one term on the activations / folded
+@pytest.mark.parametrize("tokens,autocast", [  # 1LoRA's fp32 backward: (g b) c^T / the merged weight
     (40, False), (3, True), pytest.param(3, False, marks=pytest.mark.slow), pytest.param(40, True, marks=pytest.mark.slow),
 ], ids=["40-fp32", "3-bf16-autocast", "3-fp32", "40-bf16-autocast"])
 def test_every_kind_compiles_in_one_graph_and_matches_eager(tokens, autocast):
@@ -136,7 +136,7 @@ def test_fused_layers_are_one_registered_op_each_in_the_graph():
 
 OPCHECK_CASES = [  # (x dtype, tokens, bias, random c)
     (torch.float32, 3, True, True),  # on the activations
-    (torch.float32, 40, False, False),  # folded, weight rebuilt in backward
+    (torch.float32, 40, False, False),  # backward through the merged weight, rebuilt
     (BF16, 3, True, False),  # mixed precision: folded into the cast weight
     (BF16, 40, False, True),
 ]
@@ -225,16 +225,25 @@ def test_adapted_model_runs_forward_and_backward_under_fake_tensor_mode(autocast
         assert type(logits).__name__ == "FakeTensor"
 
 
-def test_onelora_op_fake_matches_real_strides():
+def test_onelora_op_fake_matches_real_strides(monkeypatch):
+    """The fake gives the real outputs' shapes, dtypes and strides: the output is a view of the
+    matmul that also gave the sums, rows of ``d + 1`` on the CPU, ``round_up(d + 1, 8)`` on a GPU
+    (played here on the CPU)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
+    from onelora.adapters import onelora
+
     x, weight, b = torch.randn(2, 40, 8, dtype=BF16), torch.randn(12, 8), torch.randn(12)
-    real = torch.ops.onelora.linear(x, weight, None, b, None)
-    with FakeTensorMode() as mode:
-        fake = torch.ops.onelora.linear(mode.from_tensor(x), mode.from_tensor(weight), None, mode.from_tensor(b), None)
-    for r, f in zip(real, fake):
-        assert (r.shape, r.stride(), r.dtype) == (f.shape, f.stride(), f.dtype)
-    assert real[0].stride()[-2] % 8 == 0  # the output rows stay aligned (ROW_ALIGN)
+    for align, stride in ((None, 13), (8, 16)):
+        if align:
+            monkeypatch.setattr(onelora, "row_align", lambda device: align)
+        real = torch.ops.onelora.linear(x, weight, None, b, None)
+        with FakeTensorMode() as mode:
+            fake = torch.ops.onelora.linear(mode.from_tensor(x), mode.from_tensor(weight), None, mode.from_tensor(b), None)
+        for r, f in zip(real, fake):
+            assert (r.shape, r.stride(), r.dtype) == (f.shape, f.stride(), f.dtype)
+        assert real[0].stride()[-2] == stride and real[1].is_contiguous()
+        torch.testing.assert_close(real[1], x.float().sum(-1).to(BF16).flatten(), rtol=1e-2, atol=1e-2)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -278,17 +287,21 @@ def twin_model(family: str, method: str, tmp_path):
     it (the model's method_overrides applied), its trainable tensors perturbed; and its inputs."""
     from omegaconf import OmegaConf
 
-    from adapter_cases import METHODS
-    from onelora.adapters import MethodSpec, inject
+    from onelora.adapters import AdapterConfigError, MethodSpec, inject
+    from onelora.methods import method_config, method_files
     from onelora.models import build_model
     from runs import config
 
     cfg = OmegaConf.to_container(config(tmp_path, f"model={family}").model, resolve=True)
     torch.manual_seed(0)
     model = build_model(cfg, load_weights=False, **({"num_classes": 10} if family in ("tiny_vit", "tiny_dit") else {}))
-    spec = {"name": method, **METHODS[method], **((cfg.get("method_overrides") or {}).get(method) or {})}
-    inject(model, MethodSpec.from_config(spec), target_sets=cfg["target_sets"], head=cfg.get("head") or [],
-           module_sets=cfg.get("module_sets") or {})
+    shipped = {c["name"]: c for c in map(method_config, method_files())}[method]  # with its module set (head: probe)
+    spec = {**shipped, **((cfg.get("method_overrides") or {}).get(method) or {})}
+    try:
+        inject(model, MethodSpec.from_config(spec), target_sets=cfg["target_sets"], head=cfg.get("head") or [],
+               module_sets=cfg.get("module_sets") or {})
+    except AdapterConfigError as err:  # a method this model has nothing for (norms on DiT: no affine norms)
+        pytest.skip(f"{method} does not apply to {family}: {err}")
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in model.parameters():
@@ -314,7 +327,8 @@ def test_family_twin_compiles_without_graph_breaks_and_matches_eager(family, met
         out = call(*inputs)
         out = (out.logits if hasattr(out, "logits") else out).float()
         (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
-        return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        # (parameters the forward never uses, as Depth Anything's mask token, get no gradient either way)
+        return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     y_eager, g_eager = run(model)
     torch._dynamo.reset()
@@ -323,8 +337,8 @@ def test_family_twin_compiles_without_graph_breaks_and_matches_eager(family, met
     assert not counters["graph_break"], dict(counters["graph_break"])
     assert_close_rel(y_comp, y_eager, 1e-5, "output")
     assert g_comp.keys() == g_eager.keys() and g_eager
-    for name, grad in g_eager.items():
-        assert_close_rel(g_comp[name], grad, 1e-4, name)
+    for name, grad in g_eager.items():  # fp32 rounding: AOTAutograd may order a reduction differently
+        assert_close_rel(g_comp[name], grad, 1e-3, name)
 
 
 # ------------------------------------------------------------------------------------------------

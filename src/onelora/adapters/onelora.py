@@ -18,26 +18,32 @@ from torch.nn import functional as F
 from .base import AdditiveAdapter, AdapterConfigError, apply_autocast, register
 from .ops import fused_call, register_op
 
-#: the extended weight's rows (``d`` rows of ``W + b c^T``, the row ``c^T``, zeros) are padded to a
-#: multiple of this, so the matmul's output rows stay aligned for tensor cores and for attention
-#: kernels that read q, k, v through the strided output (16 bytes in bf16 / fp16)
+#: on accelerators the extended weight's rows (``d`` rows of ``W + b c^T``, the row ``c^T``, zeros)
+#: are padded to a multiple of this, so the matmul's output rows stay aligned for tensor cores and
+#: for attention kernels that read q, k, v through the strided output (16 bytes in bf16 / fp16)
 ROW_ALIGN = 8
 
 
-def folds(tokens: int, d: int, k: int, mixed: bool) -> bool:
-    """Whether the rank-one term ``b c^T`` goes into the weight (``d k`` work) rather than onto the
-    activations (``tokens (d + k)`` work). Always under mixed precision: the weight is cast for the
-    matmul anyway (as ``nn.Linear`` does under autocast), and adding ``b c^T`` rides on that cast."""
-    return mixed or 2 * d * k < tokens * (d + k)
+def row_align(device: torch.device) -> int:
+    """Rows of the extended weight are a multiple of this: ``ROW_ALIGN`` on accelerators; 1 on the
+    CPU, whose kernels take any row stride, so an output a later op keeps grows by 1 / d only."""
+    return 1 if device.type == "cpu" else ROW_ALIGN
+
+
+def merged_is_cheaper(tokens: int, d: int, k: int) -> bool:
+    """Whether ``W + b c^T`` (``d k`` work) costs less than the rank-one term on the activations
+    (``tokens (d + k)`` work): backward's choice for ``grad_x`` where no merged copy was kept."""
+    return 2 * d * k < tokens * (d + k)
 
 
 def extended_weight(weight: Tensor, b: Tensor, c: Optional[Tensor], dtype: torch.dtype) -> Tensor:
-    """``[W + b c^T; c^T; 0]`` in ``dtype``, ``(round_up(d + 1, ROW_ALIGN), k)``: one matmul through
+    """``[W + b c^T; c^T; 0]`` in ``dtype``, ``(round_up(d + 1, row_align), k)``: one matmul through
     it gives the layer's output and, in the extra row, the per-token sums ``s = x c``, so no pass of
     its own reads the activations. Built in one pass over the weight (the cast ``nn.Linear`` makes
     under autocast); ``b`` enters as a constant (its gradient comes from ``s``)."""
     d, k = weight.shape
-    rows = -(-(d + 1) // ROW_ALIGN) * ROW_ALIGN
+    align = row_align(weight.device)
+    rows = -(-(d + 1) // align) * align
     ext = weight.new_empty((rows, k), dtype=dtype)
     b = b.detach()
     if c is None:
@@ -54,19 +60,17 @@ def extended_weight(weight: Tensor, b: Tensor, c: Optional[Tensor], dtype: torch
 
 def _forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], b: Tensor, c: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     """``(y, s, kept)``: ``y = x W^T + bias + (x c) b^T`` in ``x``'s dtype, the per-token sums
-    ``s = x c``, and the extended weight ``[W + b c^T; c^T; 0]`` where the matmul ran through one
-    in another dtype than ``W``'s (mixed precision; empty otherwise)."""
+    ``s = x c``, and under mixed precision (``x`` in another dtype than ``W``) the extended weight
+    ``[W + b c^T; c^T; 0]`` the matmul ran through (empty otherwise)."""
     dtype, k = x.dtype, x.shape[-1]
     x2 = x.reshape(-1, k)
     d = weight.shape[0]
-    mixed = weight.dtype != dtype
-    if folds(x2.shape[0], d, k, mixed):
-        ext = extended_weight(weight, b, c, dtype)
-        bias_ext = None if bias is None else F.pad(bias.to(dtype), (0, ext.shape[0] - d))
-        out = F.linear(x2, ext, bias_ext)
+    if weight.dtype != dtype:  # mixed precision: folded into the weight copy the matmul needs anyway
+        kept = extended_weight(weight, b, c, dtype)
+        bias_ext = None if bias is None else F.pad(bias.to(dtype), (0, kept.shape[0] - d))
+        out = F.linear(x2, kept, bias_ext)
         s = out[:, d].clone()
         y = out[:, :d]  # a strided view: the padding columns are never copied out
-        kept = ext if mixed else x.new_empty(0)
     else:  # on the activations: bias + s b^T written first, the matmul accumulates into it
         s = x2.sum(-1) if c is None else x2 @ c.to(dtype)
         bd = b.to(dtype)
@@ -109,7 +113,7 @@ def _backward(ctx, grad_y: Tensor, *unused: Any):
     if needs_x:
         if ctx.mixed:  # W + b c^T, from forward
             grad_x = g @ kept[:d].to(dtype)
-        elif folds(tokens, d, k, False):  # through the merged weight, rebuilt (never kept)
+        elif merged_is_cheaper(tokens, d, k):  # through the merged weight, rebuilt (never kept)
             w, bg = weight.to(dtype), b.to(dtype)
             merged = w + bg[:, None] if c is None else torch.addr(w, bg, c.to(dtype))
             grad_x = g @ merged.to(dtype)
@@ -134,18 +138,20 @@ class _OneLoRAFunction(torch.autograd.Function):
 
     The eager face of ``onelora::linear`` (``ops``): the same ``_forward`` / ``_backward``.
 
-    The rank-one term goes where it is cheaper (``folds``), the same choice in forward and
-    backward. On the activations, forward writes ``bias + s b^T`` into the output and lets the
-    matmul accumulate into it (``addmm_``), and backward takes ``grad_x = g W + (g b) c^T``.
-    Folded, one matmul through ``[W + b c^T; c^T; 0]`` gives the output and ``s`` (no pass over the
-    activations of its own) and backward takes ``grad_x = g (W + b c^T)``: kept from forward under
-    mixed precision, rebuilt (never kept) otherwise.
+    Same precision (``x`` in ``W``'s dtype): forward writes ``bias + s b^T`` into the output and
+    lets the matmul accumulate into it (``addmm_``), so the only extra forward work is the sum over
+    features; backward takes ``grad_x = g (W + b c^T)`` through the merged weight (rebuilt, never
+    kept) or as ``g W + (g b) c^T``, whichever costs less (``merged_is_cheaper``).
 
     Mixed precision (``x`` in a lower precision than ``W``, as ``apply_autocast`` hands it under
-    autocast): always folded, into the cast copy ``nn.Linear`` makes (and keeps) anyway, so the
-    only extra work is ``d`` sums. Every op casts its operands itself and no in-place op mixes
-    dtypes, so the function runs with autocast on (CUDA autocast computes ``sum`` in float32, casts
-    ``addr``, ...): no context switch per layer. The backward is first-order only.
+    autocast): ``nn.Linear`` casts (and keeps) a copy of the weight anyway; here that copy is
+    ``[W + b c^T; c^T; 0]``, built in the same one pass over ``W``, and one matmul through it gives
+    the output and, in its extra row, the sums ``s``: no pass over the activations of its own, and
+    backward takes ``grad_x = g (W + b c^T)`` from the kept copy. The output is a view of the
+    matmul's ``(tokens, round_up(d + 1, row_align))`` result (on a GPU aligned rows of ``d + 8``;
+    the padding costs ``8 / d`` of an output where a later op keeps it, ``1 / d`` on the CPU). Every op casts its operands itself and no in-place op
+    mixes dtypes, so the function runs with autocast on (CUDA autocast computes ``sum`` in float32,
+    casts ``addr``, ...): no context switch per layer. The backward is first-order only.
     """
 
     @staticmethod
