@@ -110,12 +110,9 @@ def test_autocast_runs(quick_run):
         one, bit = by["onelora"], by["bitfit"]
         assert bit["saved_bytes_vs_bitfit"] == 1.0 and one["step_time_ms_vs_bitfit"] > 0
         # BitFit's frozen linears keep their bf16 weight copies (x needs a gradient); 1LoRA keeps
-        # its extended copies [W + b 1^T; 1^T] (one more row on the CPU) plus one value per token
-        # and layer (bf16 under CPU autocast); an output a later op keeps carries the one column of
-        # the matmul that also gave the sums
-        tokens, layers, k_max = one["batch"] * one["tokens_per_sample"], one["adapted_layers"], 64
-        per_layer_max = tokens * 2 + k_max * 2 + tokens * 2
-        assert layers * tokens * 2 < one["saved_bytes"] - bit["saved_bytes"] <= layers * per_layer_max
+        # copies of the same size plus one value per token and layer (bf16 under CPU autocast)
+        tokens = one["batch"] * one["tokens_per_sample"]
+        assert one["saved_bytes"] - bit["saved_bytes"] == one["adapted_layers"] * tokens * 2
         assert lora_keeps_more(by)
     meta = json.loads((out / "bench_meta.json").read_text())
     assert meta["autocast_dtype"] == "bfloat16" and "autocast" in meta["groups"]

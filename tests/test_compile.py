@@ -98,10 +98,15 @@ def assert_close_rel(got: torch.Tensor, expected: torch.Tensor, rel: float, what
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("tokens,autocast", [  # 1LoRA's fp32 backward: (g b) c^T / the merged weight
-    (40, False), (3, True), pytest.param(3, False, marks=pytest.mark.slow), pytest.param(40, True, marks=pytest.mark.slow),
-], ids=["40-fp32", "3-bf16-autocast", "3-fp32", "40-bf16-autocast"])
-def test_every_kind_compiles_in_one_graph_and_matches_eager(tokens, autocast):
+@pytest.mark.parametrize("tokens,autocast,in_matmul", [  # 1LoRA's fp32 backward: (g b) c^T / the merged weight
+    (40, False, False), (3, True, True), pytest.param(3, False, False, marks=pytest.mark.slow),
+    pytest.param(40, True, False, marks=pytest.mark.slow),
+], ids=["40-fp32", "3-bf16-autocast-gpu-path", "3-fp32", "40-bf16-autocast"])
+def test_every_kind_compiles_in_one_graph_and_matches_eager(tokens, autocast, in_matmul, monkeypatch):
+    """``gpu-path``: 1LoRA's sums from the matmul's extra row, as on an accelerator (forced here)."""
+    from onelora.adapters import onelora
+
+    monkeypatch.setattr(onelora, "sums_in_matmul", lambda device: in_matmul)
     fan = Fan(KIND_CASES).train()
     x = torch.randn(2, tokens, 16, generator=torch.Generator().manual_seed(3))
     y_eager, g_eager = step(fan, fan, x, autocast=autocast)
@@ -137,13 +142,16 @@ def test_fused_layers_are_one_registered_op_each_in_the_graph():
 OPCHECK_CASES = [  # (x dtype, tokens, bias, random c)
     (torch.float32, 3, True, True),  # on the activations
     (torch.float32, 40, False, False),  # backward through the merged weight, rebuilt
-    (BF16, 3, True, False),  # mixed precision: folded into the cast weight
-    (BF16, 40, False, True),
+    (BF16, 3, True, False),  # mixed precision, as on an accelerator: folded into the cast weight
+    (BF16, 40, False, True),  # mixed precision, as on the CPU: the cast weight kept
 ]
 
 
 @pytest.mark.parametrize("dtype,tokens,bias,random_c", OPCHECK_CASES)
-def test_onelora_op_passes_opcheck(dtype, tokens, bias, random_c):
+def test_onelora_op_passes_opcheck(dtype, tokens, bias, random_c, monkeypatch):
+    from onelora.adapters import onelora
+
+    monkeypatch.setattr(onelora, "sums_in_matmul", lambda device: tokens == 3)  # bf16: both mixed paths
     torch.manual_seed(0)
     x = torch.randn(2, tokens, 8).to(dtype).requires_grad_(True)
     args = (x, torch.randn(12, 8), torch.randn(12, requires_grad=True) if bias else None,
@@ -226,23 +234,23 @@ def test_adapted_model_runs_forward_and_backward_under_fake_tensor_mode(autocast
 
 
 def test_onelora_op_fake_matches_real_strides(monkeypatch):
-    """The fake gives the real outputs' shapes, dtypes and strides: the output is a view of the
-    matmul that also gave the sums, rows of ``d + 1`` on the CPU, ``round_up(d + 1, 8)`` on a GPU
-    (played here on the CPU)."""
+    """The fake gives the real outputs' shapes, dtypes and strides: under mixed precision on the CPU
+    a contiguous output; on an accelerator (played here) a view of the matmul that also gave the
+    sums, rows of ``round_up(d + 1, 8)``."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from onelora.adapters import onelora
 
     x, weight, b = torch.randn(2, 40, 8, dtype=BF16), torch.randn(12, 8), torch.randn(12)
-    for align, stride in ((None, 13), (8, 16)):
-        if align:
-            monkeypatch.setattr(onelora, "row_align", lambda device: align)
+    for in_matmul, row_stride in ((False, 12), (True, 16)):
+        monkeypatch.setattr(onelora, "sums_in_matmul", lambda device: in_matmul)
         real = torch.ops.onelora.linear(x, weight, None, b, None)
         with FakeTensorMode() as mode:
             fake = torch.ops.onelora.linear(mode.from_tensor(x), mode.from_tensor(weight), None, mode.from_tensor(b), None)
         for r, f in zip(real, fake):
             assert (r.shape, r.stride(), r.dtype) == (f.shape, f.stride(), f.dtype)
-        assert real[0].stride()[-2] == stride and real[1].is_contiguous()
+        assert real[0].stride()[-2] == row_stride and real[1].is_contiguous()
+        assert real[2].shape == ((16 if in_matmul else 12), 8)  # the kept weight copy
         torch.testing.assert_close(real[1], x.float().sum(-1).to(BF16).flatten(), rtol=1e-2, atol=1e-2)
 
 
@@ -393,3 +401,19 @@ def test_bad_trainer_compile_fails_fast(tmp_path, value, match):
 
     with pytest.raises(ConfigError, match=match):
         RunSettings.from_config(config(tmp_path, *CIFAR_TINY, f"trainer.compile={value}"))
+
+
+def test_fingerprint_counts_trainer_compile_only_when_on(tmp_path):
+    """Runs completed before ``trainer.compile`` existed keep their fingerprint (eager is the
+    default); a compiled run is another configuration."""
+    from omegaconf import OmegaConf
+
+    from onelora.runner import fingerprint
+    from runs import CIFAR_TINY, config
+
+    cfg = config(tmp_path, *CIFAR_TINY)
+    assert cfg.trainer.compile is False
+    before = OmegaConf.create(OmegaConf.to_container(cfg))
+    del before.trainer["compile"]
+    assert fingerprint(cfg) == fingerprint(before)
+    assert fingerprint(config(tmp_path, *CIFAR_TINY, "trainer.compile=true")) != fingerprint(cfg)

@@ -18,16 +18,18 @@ from torch.nn import functional as F
 from .base import AdditiveAdapter, AdapterConfigError, apply_autocast, register
 from .ops import fused_call, register_op
 
-#: on accelerators the extended weight's rows (``d`` rows of ``W + b c^T``, the row ``c^T``, zeros)
-#: are padded to a multiple of this, so the matmul's output rows stay aligned for tensor cores and
-#: for attention kernels that read q, k, v through the strided output (16 bytes in bf16 / fp16)
+#: the extended weight's rows (``d`` rows of ``W + b c^T``, the row ``c^T``, zeros) are padded to a
+#: multiple of this, so the matmul's output rows stay aligned for tensor cores and for attention
+#: kernels that read q, k, v through the strided output (16 bytes in bf16 / fp16)
 ROW_ALIGN = 8
 
 
-def row_align(device: torch.device) -> int:
-    """Rows of the extended weight are a multiple of this: ``ROW_ALIGN`` on accelerators; 1 on the
-    CPU, whose kernels take any row stride, so an output a later op keeps grows by 1 / d only."""
-    return 1 if device.type == "cpu" else ROW_ALIGN
+def sums_in_matmul(device: torch.device) -> bool:
+    """Whether, under mixed precision, the per-token sums come from one more output row of the
+    matmul (accelerators, where a separate sum is one more pass over the activations through memory)
+    rather than from a sum over features (the CPU: there the sum costs what the extra row costs, and
+    the 1 to 8 padding columns slowed the bf16 matmul and the ops after it by 2-5% per layer)."""
+    return device.type != "cpu"
 
 
 def merged_is_cheaper(tokens: int, d: int, k: int) -> bool:
@@ -37,13 +39,12 @@ def merged_is_cheaper(tokens: int, d: int, k: int) -> bool:
 
 
 def extended_weight(weight: Tensor, b: Tensor, c: Optional[Tensor], dtype: torch.dtype) -> Tensor:
-    """``[W + b c^T; c^T; 0]`` in ``dtype``, ``(round_up(d + 1, row_align), k)``: one matmul through
+    """``[W + b c^T; c^T; 0]`` in ``dtype``, ``(round_up(d + 1, ROW_ALIGN), k)``: one matmul through
     it gives the layer's output and, in the extra row, the per-token sums ``s = x c``, so no pass of
     its own reads the activations. Built in one pass over the weight (the cast ``nn.Linear`` makes
     under autocast); ``b`` enters as a constant (its gradient comes from ``s``)."""
     d, k = weight.shape
-    align = row_align(weight.device)
-    rows = -(-(d + 1) // align) * align
+    rows = -(-(d + 1) // ROW_ALIGN) * ROW_ALIGN
     ext = weight.new_empty((rows, k), dtype=dtype)
     b = b.detach()
     if c is None:
@@ -60,12 +61,14 @@ def extended_weight(weight: Tensor, b: Tensor, c: Optional[Tensor], dtype: torch
 
 def _forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], b: Tensor, c: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     """``(y, s, kept)``: ``y = x W^T + bias + (x c) b^T`` in ``x``'s dtype, the per-token sums
-    ``s = x c``, and under mixed precision (``x`` in another dtype than ``W``) the extended weight
-    ``[W + b c^T; c^T; 0]`` the matmul ran through (empty otherwise)."""
+    ``s = x c``, and under mixed precision (``x`` in another dtype than ``W``) the weight copy the
+    matmul ran through: the extended ``[W + b c^T; c^T; 0]`` where ``sums_in_matmul``, else ``W``
+    cast (empty in the same precision: backward uses ``W`` itself)."""
     dtype, k = x.dtype, x.shape[-1]
     x2 = x.reshape(-1, k)
     d = weight.shape[0]
-    if weight.dtype != dtype:  # mixed precision: folded into the weight copy the matmul needs anyway
+    mixed = weight.dtype != dtype
+    if mixed and sums_in_matmul(x.device):  # folded into the weight copy the matmul needs anyway
         kept = extended_weight(weight, b, c, dtype)
         bias_ext = None if bias is None else F.pad(bias.to(dtype), (0, kept.shape[0] - d))
         out = F.linear(x2, kept, bias_ext)
@@ -75,8 +78,9 @@ def _forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], b: Tensor, c: Op
         s = x2.sum(-1) if c is None else x2 @ c.to(dtype)
         bd = b.to(dtype)
         y = torch.outer(s.to(dtype), bd) if bias is None else torch.addr(bias.to(dtype), s.to(dtype), bd)
-        y.addmm_(x2.to(y.dtype), weight.to(y.dtype).t())
-        kept = x.new_empty(0)
+        w = weight.to(y.dtype)  # the weight itself, or (mixed precision) nn.Linear's cast copy
+        y.addmm_(x2.to(y.dtype), w.t())
+        kept = w if mixed else x.new_empty(0)
     # detached: a view made inside an autograd Function may not be modified in place downstream
     return y.view(*x.shape[:-1], d).detach(), s, kept
 
@@ -96,7 +100,7 @@ def _setup_context(ctx, inputs, output) -> None:
         b,
         c,
     )
-    ctx.mixed = mixed
+    ctx.kept_merged = kept.shape[0] > weight.shape[0]  # the extended copy: W + b c^T in its first d rows
     ctx.x_shape = x.shape
     ctx.bias_dtype = None if bias is None else bias.dtype
 
@@ -111,7 +115,8 @@ def _backward(ctx, grad_y: Tensor, *unused: Any):
     dtype = g.dtype
     grad_x = grad_bias = grad_b = None
     if needs_x:
-        if ctx.mixed:  # W + b c^T, from forward
+        weight = weight if kept is None else kept  # the cast copy under mixed precision
+        if ctx.kept_merged:  # W + b c^T, from forward
             grad_x = g @ kept[:d].to(dtype)
         elif merged_is_cheaper(tokens, d, k):  # through the merged weight, rebuilt (never kept)
             w, bg = weight.to(dtype), b.to(dtype)
@@ -138,18 +143,20 @@ class _OneLoRAFunction(torch.autograd.Function):
 
     The eager face of ``onelora::linear`` (``ops``): the same ``_forward`` / ``_backward``.
 
-    Same precision (``x`` in ``W``'s dtype): forward writes ``bias + s b^T`` into the output and
-    lets the matmul accumulate into it (``addmm_``), so the only extra forward work is the sum over
-    features; backward takes ``grad_x = g (W + b c^T)`` through the merged weight (rebuilt, never
-    kept) or as ``g W + (g b) c^T``, whichever costs less (``merged_is_cheaper``).
+    On the CPU, and in the same precision (``x`` in ``W``'s dtype): forward writes ``bias + s b^T``
+    into the output and lets the matmul accumulate into it (``addmm_``), so the only extra forward
+    work is the sum over features; backward takes ``grad_x = g (W + b c^T)`` through the merged
+    weight (rebuilt, never kept) or as ``g W + (g b) c^T``, whichever costs less
+    (``merged_is_cheaper``). Under mixed precision the weight is cast for the matmul and the cast
+    copy kept, as ``nn.Linear`` does.
 
-    Mixed precision (``x`` in a lower precision than ``W``, as ``apply_autocast`` hands it under
-    autocast): ``nn.Linear`` casts (and keeps) a copy of the weight anyway; here that copy is
-    ``[W + b c^T; c^T; 0]``, built in the same one pass over ``W``, and one matmul through it gives
-    the output and, in its extra row, the sums ``s``: no pass over the activations of its own, and
-    backward takes ``grad_x = g (W + b c^T)`` from the kept copy. The output is a view of the
-    matmul's ``(tokens, round_up(d + 1, row_align))`` result (on a GPU aligned rows of ``d + 8``;
-    the padding costs ``8 / d`` of an output where a later op keeps it, ``1 / d`` on the CPU). Every op casts its operands itself and no in-place op
+    Mixed precision on an accelerator (``x`` in a lower precision than ``W``, as ``apply_autocast``
+    hands it under autocast; ``sums_in_matmul``): ``nn.Linear`` casts (and keeps) a copy of the
+    weight anyway; here that copy is ``[W + b c^T; c^T; 0]``, built in the same one pass over ``W``,
+    and one matmul through it gives the output and, in its extra row, the sums ``s``: no pass over
+    the activations of its own, and backward takes ``grad_x = g (W + b c^T)`` from the kept copy.
+    The output is a view of the matmul's ``(tokens, round_up(d + 1, 8))`` result (aligned rows;
+    the padding costs ``8 / d`` of an output where a later op keeps it). Every op casts its operands itself and no in-place op
     mixes dtypes, so the function runs with autocast on (CUDA autocast computes ``sum`` in float32,
     casts ``addr``, ...): no context switch per layer. The backward is first-order only.
     """
