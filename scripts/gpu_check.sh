@@ -87,19 +87,21 @@ EOF
     step engine_default 300 "$PY" run.py "${common[@]}" run_tag=_default
     step engine_compiled 300 "$PY" run.py "${common[@]}" run_tag=_compiled 'trainer.compile={backend: aot_eager}'
   else
-    step engine_fsdp 90 "$PY" run.py "${common[@]}" trainer=fsdp trainer.devices=1 trainer.precision=bf16-mixed run_tag=_fsdp
-    step engine_deepspeed 120 "$PY" run.py "${common[@]}" trainer=deepspeed trainer.devices=1 trainer.precision=bf16-mixed run_tag=_deepspeed
+    step engine_fsdp 75 "$PY" run.py "${common[@]}" trainer=fsdp trainer.devices=1 trainer.precision=bf16-mixed run_tag=_fsdp
+    step engine_deepspeed 100 "$PY" run.py "${common[@]}" trainer=deepspeed trainer.devices=1 trainer.precision=bf16-mixed run_tag=_deepspeed
   fi
 
-  # 2. the bench under bf16 autocast, eager and compiled (BitFit, fused 1LoRA and the paper's listing
-  #    compiled: three compiles per shape keep the window), against peft
-  local bench=("$PY" -m onelora.bench --groups autocast --compile --compile-methods onelora,onelora_listing)
+  # 2. the bench under bf16 autocast: every autocast method eager (peft's LoRA and DoRA included),
+  #    BitFit and 1LoRA also compiled (the paper's listing too at ViT-B batch 32); 10 timed rounds.
+  #    The limits (with the engines' and the install's) keep the whole script under 10 minutes
+  local bench=("$PY" -m onelora.bench --groups autocast --compile --rounds 10)
   if [ "$TINY" = 1 ]; then
-    step bench_vit_tiny 300 "${bench[@]}" --quick --models vit --compile-backend aot_eager --out "$OUT/bench_vit_tiny"
+    step bench_vit_tiny 300 "${bench[@]}" --compile-methods onelora,onelora_listing --quick --models vit \
+      --compile-backend aot_eager --out "$OUT/bench_vit_tiny"
   else
-    step bench_vit32 150 "${bench[@]}" --paper-sizes --models vit --batch 32 --out "$OUT/bench_vit32"
-    step bench_llama4 150 "${bench[@]}" --paper-sizes --models llama --batch 4 --out "$OUT/bench_llama4"
-    step bench_vit128 150 "${bench[@]}" --paper-sizes --models vit --batch 128 --out "$OUT/bench_vit128"
+    step bench_vit32 140 "${bench[@]}" --compile-methods onelora,onelora_listing --paper-sizes --models vit --batch 32 --out "$OUT/bench_vit32"
+    step bench_llama4 110 "${bench[@]}" --compile-methods onelora --paper-sizes --models llama --batch 4 --out "$OUT/bench_llama4"
+    step bench_vit128 110 "${bench[@]}" --compile-methods onelora --paper-sizes --models vit --batch 128 --out "$OUT/bench_vit128"
   fi
   echo "== done; summary in $OUT/summary.txt" | tee -a "$OUT/summary.txt"
 }
