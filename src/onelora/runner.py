@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from . import __version__
 from .adapters import AdapterReport, inject, save_adapter
-from .callbacks import BestMetric, LastCheckpoint, ModelMemory, RunIdentity, RunStats, peak_memory
+from .callbacks import BestMetric, CompileModel, LastCheckpoint, ModelMemory, RunIdentity, RunStats, peak_memory
 from .config import ConfigError, plain
 from .contract import build
 from .count import count
@@ -67,6 +67,8 @@ def fingerprint(cfg: DictConfig) -> str:
     for key in ("enable_progress_bar", "log_every_n_steps"):
         data.get("trainer", {}).pop(key, None)
     data.get("method", {}).pop(DESCRIBE, None)  # how reports show the method, not what it computes
+    if not data.get("trainer", {}).get("compile", True):  # eager, the default: fingerprints made before the key stay valid
+        data["trainer"].pop("compile")
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -315,6 +317,7 @@ def build_trainer(settings: RunSettings, run_dir: Path, callbacks: list[Any]) ->
     cfg = settings.cfg
     t = plain(cfg.trainer)
     t.pop("checkpoint_every_n_train_steps", None)  # LastCheckpoint's
+    compile_model = t.pop("compile", False)  # CompileModel's
     t["accumulate_grad_batches"] = settings.accumulate  # from task.micro_batch_size where the task sets it
     if isinstance(t.get("strategy"), dict):  # a strategy object from its `_target_` (trainer=fsdp)
         t["strategy"] = build(t["strategy"], "trainer.strategy")
@@ -333,7 +336,8 @@ def build_trainer(settings: RunSettings, run_dir: Path, callbacks: list[Any]) ->
         plugins=plugins or None,
         default_root_dir=str(run_dir),
         logger=loggers or False,
-        callbacks=[best, *callbacks, RunIdentity(fingerprint(cfg)), *extra],
+        callbacks=[best, *callbacks, RunIdentity(fingerprint(cfg)), *extra,
+                   *([CompileModel(compile_model)] if compile_model else [])],
         deterministic=bool(cfg.deterministic) or None,
         enable_model_summary=False,
     )

@@ -225,6 +225,7 @@ def _check_training_length(cfg: DictConfig) -> None:
 
 
 def _check_trainer(cfg: DictConfig) -> None:
+    _check_compile(cfg.trainer.get("compile"))
     accelerator = str(cfg.trainer.accelerator)
     _check_precision(cfg.trainer.get("precision"))
     strategy = cfg.trainer.get("strategy")
@@ -263,3 +264,18 @@ def _check_precision(value: Any) -> None:
         check(importlib.util.find_spec("transformer_engine") is not None, "trainer.precision",
               f"{value!r} needs NVIDIA Transformer Engine (a GPU and `pip install transformer_engine`); "
               "use bf16-mixed or 32-true")
+
+
+def _check_compile(value: Any) -> None:
+    """``trainer.compile``: false / null (eager), true, or a mapping of ``torch.compile`` keywords."""
+    from .callbacks import COMPILE_OPTIONS
+
+    if value is None or isinstance(value, bool):
+        return
+    check(OmegaConf.is_dict(value) or isinstance(value, dict), "trainer.compile",
+          f"must be true, false or a mapping of torch.compile options ({', '.join(COMPILE_OPTIONS)}), got {value!r}")
+    unknown = sorted(set(value) - set(COMPILE_OPTIONS))
+    check(not unknown, "trainer.compile", f"unknown option(s) {unknown}; it takes {', '.join(COMPILE_OPTIONS)}")
+    backend = value.get("backend", "inductor")
+    check(not isinstance(backend, str) or backend in torch._dynamo.list_backends(exclude_tags=()), "trainer.compile.backend",
+          f"unknown torch.compile backend {backend!r}; available: {', '.join(torch._dynamo.list_backends(exclude_tags=()))}")
