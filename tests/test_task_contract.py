@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from fakes import write_cifar
-from runs import CIFAR_TINY, CONF, config, results, run_inprocess
+from runs import CIFAR_TINY, CONF, config, results, run_inprocess, task_choice
 
 TOY_MODEL = """
 name: toy_mlp
@@ -136,7 +136,7 @@ def test_the_method_is_parsed_once_per_run(tmp_path, cifar_root, monkeypatch):
 def test_every_task_declares_the_contract_and_its_classes_reject_unknown_keys(tmp_path, task):
     from onelora.contract import TaskContract, accepted_names, target_of
 
-    cfg = config(tmp_path, f"task={task}")
+    cfg = config(tmp_path, *task_choice(task))
     contract = TaskContract.from_config(cfg.task)
     contract.check()
     assert contract.metric.direction in ("max", "min") and cfg.task.family and cfg.task.model_kind

@@ -36,7 +36,7 @@ from .models.weights import UnreadableWeightsError, read_state_dict
 log = logging.getLogger(__name__)
 
 MERGED = ("data", "module", "model_args", "parts")
-REPLACED = ("optimizer", "scheduler", "epochs", "max_steps", "batch_size", "lr_scales", "metric")
+REPLACED = ("optimizer", "scheduler", "epochs", "max_steps", "batch_size", "lr_scales", "metric", "dataset")
 #: settings that say where things are, not what is trained (left out of the cache key)
 PLACES = ("num_workers", "root", "cache_dir", "data_dir", "persistent_workers", "pin_memory")
 

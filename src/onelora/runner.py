@@ -164,6 +164,7 @@ def base_record(settings: RunSettings, run_dir: Path, started: float, status: st
         "experiment": cfg.get("experiment_name"),
         "task": cfg.task.name,
         "family": cfg.task.get("family"),
+        "dataset": (cfg.task.get("dataset") or {}).get("name"),
         "paper": plain(cfg.task.get("paper") or {}),
         "model": cfg.model.name,
         "method": cfg.method.name,

@@ -28,15 +28,33 @@ def method_settings(cfg: DictConfig) -> dict[str, Any]:
     return {**method, **(overrides.get(method["name"]) or {})}
 
 
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def _declared(group: str, name: str, key: str, package: str = "task") -> Any:
+    """``<package>.<key>`` as the config file ``group/name`` declares it, or a file it extends does
+    (its defaults list), without composing: for the errors that suggest a fitting option."""
+    path = CONF / group / f"{name}.yaml"
+    if not path.is_file():
+        return None
+    raw = OmegaConf.load(path)
+    node = raw if package == "" else raw.get(package) or {}
+    value = node.get(key) if hasattr(node, "get") else None
+    if value is not None:
+        return value
+    bases = [d for d in raw.get("defaults") or [] if isinstance(d, str) and d != "_self_"]
+    return next((v for b in bases if (v := _declared(group, b, key, package)) is not None), None)
+
+
 def tasks_for(kind: str | None) -> list[str]:
     """Task configs whose models are of ``kind`` (for the error that suggests one)."""
-    folder = Path(__file__).resolve().parents[2] / "conf" / "task"
-    out = []
-    for path in sorted(folder.glob("*.yaml")):
-        task = (OmegaConf.load(path).get("task") or {})
-        if task.get("model_kind") == kind:
-            out.append(path.stem)
-    return out
+    return [p.stem for p in sorted((CONF / "task").glob("*.yaml")) if _declared("task", p.stem, "model_kind") == kind]
+
+
+def datasets_for(family: str | None) -> list[str]:
+    """Dataset configs that a recipe of ``family`` reads (for the error that suggests one)."""
+    return [p.stem for p in sorted((CONF / "dataset").glob("*.yaml"))
+            if _declared("dataset", p.stem, "family", package="dataset") == family]
 
 
 @dataclass
@@ -61,6 +79,7 @@ class RunSettings:
         tag = str(cfg.get("run_tag") or "")
         check(bool(RUN_TAG.fullmatch(tag)) and ".." not in tag, "run_tag",
               f"may hold only letters, numbers and _ . = + , - (it names a folder), got {tag!r}")
+        _check_dataset_fits_task(cfg)  # first: a recipe's keys read the dataset's
         model = plain(cfg.model)
         method = _method_spec(cfg)
         task = TaskContract.from_config(cfg.task)
@@ -149,6 +168,35 @@ def _check_model_fits_task(cfg: DictConfig, model: dict[str, Any]) -> None:
             f"model: '{cfg.model.name}' is of kind {have!r} and task '{cfg.task.name}' needs a model of kind {want!r}; "
             + (f"tasks for {cfg.model.name}: {', '.join(fitting)}" if fitting else f"no task for {have} models exists yet")
         )
+
+
+def _check_dataset_fits_task(cfg: DictConfig) -> None:
+    """A recipe (a task that reads ``task.dataset``) needs a dataset whose family is its own."""
+    task, family = cfg.task, cfg.task.get("family")
+    chosen = _task_choice()
+    if OmegaConf.is_missing(task, "dataset"):
+        options = datasets_for(family)
+        raise ConfigError(f"dataset: task '{chosen or task.get('name')}' is a recipe and needs a dataset; pick one "
+                          f"with dataset=<name>" + (f" ({', '.join(options)})" if options else ""))
+    dataset = task.get("dataset")
+    if dataset is None:  # a task that declares its data itself
+        return
+    have = dataset.get("family")
+    if family and have and have != family:
+        options = datasets_for(family)
+        raise ConfigError(
+            f"dataset: '{dataset.get('name')}' holds {have} data and the task{f' {chosen!r}' if chosen else ''} is a "
+            f"{family} recipe; " + (f"{family} datasets: {', '.join(options)}" if options else f"no {family} dataset exists yet")
+        )
+
+
+def _task_choice() -> str | None:
+    """The task file the command chose (``task=<file>``), where Hydra says it (the command line)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return HydraConfig.get().runtime.choices.get("task")
+    return None
 
 
 def learning_rate(cfg: DictConfig) -> float:
