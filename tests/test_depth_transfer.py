@@ -128,10 +128,9 @@ def test_the_encoder_trains_at_a_fiftieth_of_the_rate(tmp_path, data):
     from onelora.settings import RunSettings
 
     settings = RunSettings.from_config(config(tmp_path, *twin("nyu_to_kitti", data), "method=onelora"))
-    model, _, _ = prepare_model(settings, {})
-    module = build(settings.task.cfg.module, "task.module", {}, model=model, optimizer=settings.optimizer(),
-                   scheduler=None, metric=settings.task.metric.as_dict(),
-                   lr_scales=OmegaConf.to_container(settings.task.cfg.lr_scales))
+    model, _, _ = prepare_model(settings)
+    module = build(settings.task.module, "task.module", {}, model=model, optimizer=settings.optimizer(),
+                   scheduler=None, metric=settings.task.metric.as_dict(), lr_scales=settings.task.lr_scales)
     groups = {g["lr_scale"]: g["params"] for g in module.param_groups()}
     names = {id(p): n for n, p in model.named_parameters()}
     assert {names[id(p)].split(".")[0] for p in groups[0.02]} == {"pretrained"}
@@ -223,5 +222,6 @@ def test_the_pretraining_cache_key_follows_the_source_sets_settings(tmp_path, da
     from onelora.settings import RunSettings
 
     paths = [pretrained_path(RunSettings.from_config(config(tmp_path, *twin("depth_mini", data), *over)))
-             for over in ((), ("task.pretrain.data.root.n_train=17",))]
+             for over in ((), ("task.pretrain.data.root.n_train=17",), ("task.data.num_workers=2", "paths.data_dir=/x"))]
     assert paths[0] != paths[1]
+    assert paths[0].name == paths[2].name  # places (where the data is, how it is read) are not settings

@@ -182,6 +182,22 @@ def test_the_runner_pretraining_and_cli_name_no_task():
             assert word not in text, f"{name} mentions {word!r}"
 
 
+def test_the_runner_and_pretraining_read_no_raw_config():
+    """The settings read the config once (RunSettings.from_config); the runner and pre-training take
+    typed settings and never look at the raw config again, nor re-resolve it."""
+    import re
+
+    src = Path(__file__).resolve().parents[1] / "src" / "onelora"
+    for name in ("runner.py", "pretrain.py"):
+        text = (src / name).read_text()
+        uses = [line.strip() for line in text.splitlines() if re.search(r"\bcfg\b", line)]
+        # the one way in: run(cfg) hands the composed config to the settings
+        assert all(re.search(r"def run\(cfg: DictConfig\)|RunSettings\.from_config\(cfg\)|``cfg``", u)
+                   for u in uses), (name, uses)
+        for raw in ("plain(", "OmegaConf", ".cfg", "to_container", "HydraConfig"):
+            assert raw not in text, f"{name} reads the raw config: {raw}"
+
+
 def test_a_tiny_twin_exists_for_every_task():
     twins = {p.stem for p in (CONF / "twin").glob("*.yaml")}
     tasks = {p.stem for p in (CONF / "task").glob("*.yaml")}
@@ -233,7 +249,8 @@ def test_eval_mode_records_the_model_as_loaded(toy_home):
 def test_the_pretraining_key_ignores_fine_tuning_only_settings(tmp_path):
     """Editing the fine-tuning budget, resources or test settings must not re-train the source model;
     editing the pre-training must."""
-    from onelora.pretrain import pretrain_task, pretrained_path
+    from onelora.contract import TaskContract
+    from onelora.pretrain import pretrained_path
     from onelora.settings import RunSettings
 
     def key(*overrides):
@@ -243,10 +260,14 @@ def test_the_pretraining_key_ignores_fine_tuning_only_settings(tmp_path):
     assert key("task.epochs=3", "task.resources.timeout_min=99", "+task.test_final=false") == base
     assert key("task.pretrain.epochs=151") != base
     assert key("task.pretrain.optimizer.lr=0.001") != base
+    # the key is derived from the composed model: any builder setting counts (a new builder's own key
+    # too), how adapters attach does not (the weights are the same for every method)
+    assert key("+model.some_builder_option=1") != base and key("model.arch.depth=3") != base
+    assert key("method=lora", "model.target_sets.qkv.include=[blocks]", "seed=3") == base
     # a step-budget pre-training does not inherit the fine-tuning epochs
     cfg = config(tmp_path, "~task.pretrain.epochs", "+task.pretrain.max_steps=50")
-    pre = pretrain_task(cfg.task)
-    assert pre.get("epochs") is None and pre.max_steps == 50
+    pre = TaskContract.from_config(cfg.task).source()
+    assert pre.epochs is None and pre.max_steps == 50
 
 
 @pytest.mark.parametrize(("devices", "micro", "accumulate"), [(1, 4, 32), (2, 4, 16), (4, 2, 16), (16, 4, 2)])

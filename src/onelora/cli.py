@@ -39,7 +39,7 @@ def run_from_cli(cfg: DictConfig) -> None:
         message = f"onelora: error: {err}" if short else f"onelora: {type(err).__name__}: {err}"
         if is_multirun():
             # one failed run must not hide the others: its results.json says "failed"; go on
-            from .runner import run_dir_of
+            from .settings import run_dir_of
             from .sweeps import log_event
 
             log_event("failed", run_dir_of(cfg), error=message)

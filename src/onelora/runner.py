@@ -18,7 +18,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -27,7 +26,7 @@ from omegaconf import DictConfig
 from . import __version__
 from .adapters import AdapterReport, inject, save_adapter
 from .callbacks import BestMetric, LastCheckpoint, ModelMemory, RunIdentity, RunStats, peak_memory
-from .config import ConfigError, plain
+from .config import ConfigError
 from .contract import build
 from .count import count
 from .models import build_model
@@ -39,8 +38,6 @@ from .sweeps import log_event
 
 log = logging.getLogger(__name__)
 
-#: config keys that do not change what a run computes (left out of its fingerprint)
-NON_RESULT_KEYS = ("paths", "logger", "resume", "force", "hydra", "experiment_name", "torch_threads")
 #: what a forced re-run clears (the logs stay, one version per attempt)
 RUN_ARTEFACTS = ("checkpoints", "adapter", "predictions", "artifacts", RESULTS_NAME)
 
@@ -52,19 +49,6 @@ class RunTerminated(RuntimeError):
     def __init__(self, message: str, exit_status: int):
         super().__init__(message)
         self.exit_status = exit_status
-
-
-def run_dir_of(cfg: DictConfig) -> Path:
-    if HydraConfig.initialized() and cfg.get("mode") != "count":
-        return Path(HydraConfig.get().runtime.output_dir)
-    return Path(cfg.paths.results_dir) / cfg.run_name
-
-
-def fingerprint(cfg: DictConfig) -> str:
-    data = {k: v for k, v in plain(cfg).items() if k not in NON_RESULT_KEYS}
-    for key in ("enable_progress_bar", "log_every_n_steps"):
-        data.get("trainer", {}).pop(key, None)
-    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def read_record(run_dir: Path) -> dict[str, Any] | None:
@@ -83,21 +67,22 @@ def rank() -> int:
 
 
 def run(cfg: DictConfig) -> dict[str, Any] | None:
-    """Run (or count, or skip) the experiment ``cfg`` describes; returns its record."""
+    """Run (or count, or skip) the experiment ``cfg`` describes; returns its record. The config is
+    read here once, into the settings; nothing below reads it again."""
     quiet_library_noise()
     settings = RunSettings.from_config(cfg)
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
     if settings.mode == "count":
         return count(settings)
-    run_dir, started = run_dir_of(cfg), time.time()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    run_dir, started = settings.run_dir, time.time()
     if rank() != 0:  # DDP / multi-task SLURM workers: rank 0 holds the lock and decides
         return train(settings, run_dir, started, resume_from=_resumable(settings, run_dir, check=False))
     with RunLock(run_dir):
         remove_stale_temporaries(run_dir)
         done = read_record(run_dir)
-        if done and done.get("status") == "completed" and not cfg.force:
-            if done.get("fingerprint") == fingerprint(cfg):
+        if done and done.get("status") == "completed" and not settings.force:
+            if done.get("fingerprint") == settings.fingerprint:
                 print(f"Already completed, skipping: {run_dir} (force=true to run again)", flush=True)
                 log_event("skipped", run_dir)
                 return done
@@ -105,7 +90,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
                 f"{run_dir} holds a completed run with a different config; set run_tag=<suffix> to keep both, "
                 f"or force=true to replace it"
             )
-        if cfg.force:
+        if settings.force:
             for name in RUN_ARTEFACTS:
                 path = run_dir / name
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
@@ -136,7 +121,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
 def _resumable(settings: RunSettings, run_dir: Path, check: bool = True) -> str | None:
     """``checkpoints/last.ckpt`` if the run should continue from it; refuses one from another config."""
     last = run_dir / "checkpoints" / "last.ckpt"
-    if not (settings.cfg.resume and last.is_file()):
+    if not (settings.resume and last.is_file()):
         return None
     if not check:
         return str(last)
@@ -148,7 +133,7 @@ def _resumable(settings: RunSettings, run_dir: Path, check: bool = True) -> str 
             "Relaunch with resume=false to start over (or delete it)"
         ) from None
     found = (saved.get("onelora") or {}).get("fingerprint") if isinstance(saved, dict) else None
-    if found != fingerprint(settings.cfg):
+    if found != settings.fingerprint:
         raise ConfigError(
             f"resume: {last} was written by a run with a different config; set run_tag=<suffix> to keep both, "
             "or force=true to start this one afresh"
@@ -157,25 +142,25 @@ def _resumable(settings: RunSettings, run_dir: Path, check: bool = True) -> str 
 
 
 def base_record(settings: RunSettings, run_dir: Path, started: float, status: str) -> dict[str, Any]:
-    cfg = settings.cfg
+    task, names = settings.task, settings.names
     return {
         "schema": SCHEMA_VERSION,
         "status": status,
-        "experiment": cfg.get("experiment_name"),
-        "task": cfg.task.name,
-        "family": cfg.task.get("family"),
-        "dataset": (cfg.task.get("dataset") or {}).get("name"),
-        "paper": plain(cfg.task.get("paper") or {}),
-        "model": cfg.model.name,
-        "method": cfg.method.name,
+        "experiment": settings.experiment,
+        "task": names["task"],
+        "family": task.family,
+        "dataset": (task.dataset or {}).get("name"),
+        "paper": task.paper,
+        "model": names["model"],
+        "method": names["method"],
         "method_parts": settings.method.parts,
         "seed": settings.seed,
         "run_dir": str(run_dir),
-        "fingerprint": fingerprint(cfg),
+        "fingerprint": settings.fingerprint,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "git_commit": git_commit(),
         "versions": versions(),
-        "config": plain(cfg),
+        "config": settings.config,
         "slurm": slurm_info(),
     }
 
@@ -187,41 +172,40 @@ def slurm_info() -> dict[str, str] | None:
     return info or None
 
 
-def prepare_model(settings: RunSettings, offered: dict[str, Any]) -> tuple[torch.nn.Module, AdapterReport, str | None]:
+def prepare_model(settings: RunSettings) -> tuple[torch.nn.Module, AdapterReport, str | None]:
     """The task's model with the run's weights (pre-trained first if the task says so), adapted;
     and where those weights came from."""
-    model_cfg = dict(settings.model)
-    if settings.task.cfg.get("pretrain") and not model_cfg.get("pretrained"):
+    spec = dict(settings.model)
+    if settings.source is not None:
         from .pretrain import ensure_pretrained
 
-        model_cfg["pretrained"] = str(ensure_pretrained(settings, offered))
+        spec["pretrained"] = str(ensure_pretrained(settings))
         L.seed_everything(settings.seed, workers=True, verbose=False)
     try:
-        model = build_model(model_cfg, load_weights=True, **settings.model_args)
+        model = build_model(spec, load_weights=settings.load_weights, **settings.model_args)
     except TypeError as err:
-        raise ConfigError(f"task.model_args: {err}") from None
-    report = inject(model, settings.method, target_sets=model_cfg["target_sets"], head=model_cfg.get("head") or [],
-                    module_sets=model_cfg.get("module_sets") or {})
-    return model, report, model_cfg.get("pretrained")
+        raise ConfigError(f"{settings.task.where}.model_args: {err}") from None
+    report = inject(model, settings.method, target_sets=spec["target_sets"], head=spec.get("head") or [],
+                    module_sets=spec.get("module_sets") or {})
+    return model, report, spec.get("pretrained")
 
 
 def train(settings: RunSettings, run_dir: Path, started: float, resume_from: str | None) -> dict[str, Any]:
-    cfg, task = settings.cfg, settings.task
+    task = settings.task
     L.seed_everything(settings.seed, workers=True, verbose=False)
-    if cfg.deterministic:
+    if settings.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     parts = task.build_parts()
     offered = {"batch_size": settings.batch_per_device, "model_input": settings.model.get("input"), **parts}
-    data = build(task.cfg.data, "task.data", offered)
+    data = build(task.data, f"{task.where}.data", offered)
     data.prepare_data()  # a missing dataset stops the run here, before any weights are fetched
-    model, report, weights_from = prepare_model(settings, offered)
-    module = build(task.cfg.module, "task.module", offered, model=model, optimizer=settings.optimizer(),
-                   scheduler=settings.scheduler(), metric=task.metric.as_dict(),
-                   lr_scales=plain(task.cfg.get("lr_scales") or {}))
+    model, report, weights_from = prepare_model(settings)
+    module = build(task.module, f"{task.where}.module", offered, model=model, optimizer=settings.optimizer(),
+                   scheduler=settings.scheduler(), metric=task.metric.as_dict(), lr_scales=task.lr_scales)
     stats = RunStats(started)
     best = BestMetric(task.metric.as_dict(), stats)
     memory = ModelMemory()
-    stopper = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt", cfg.trainer.get("checkpoint_every_n_train_steps"))
+    stopper = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt", settings.trainer.checkpoint_every_n_train_steps)
     trainer, loggers, best_ckpt = build_trainer(settings, run_dir, [stats, best, memory, stopper])
     evaluating = settings.mode == "eval"
     if evaluating:  # the weights as they are (the un-adapted source model): one validation round, then test
@@ -241,7 +225,7 @@ def train(settings: RunSettings, run_dir: Path, started: float, resume_from: str
                                "training set's size): the weights are the initial ones, so there is no result")
         fitted = {k: float(v) for k, v in trainer.callback_metrics.items()}  # tests replace them
     test_started = time.perf_counter()
-    final = _test(trainer, module, data, None) if task.cfg.get("test_final", True) or evaluating else {}
+    final = _test(trainer, module, data, None) if task.test_final or evaluating else {}
     best_path = None if evaluating else best_ckpt.best_model_path or None  # none when no validation round ran
     at_best = _test(trainer, module, data, best_path) if best_path or not final else final
     test_s = time.perf_counter() - test_started
@@ -263,7 +247,7 @@ def train(settings: RunSettings, run_dir: Path, started: float, resume_from: str
         params={k: (0 if evaluating and k in ("adapter_params", "head_params", "trainable_params") else v)
                 for k, v in report.summary().items() if k != "method"},
         lr=settings.lr,
-        batch={"global": int(cfg.task.batch_size), "per_device": settings.batch_per_device,
+        batch={"global": int(task.batch_size), "per_device": settings.batch_per_device,
                "accumulate": settings.accumulate, "world_size": trainer.world_size},
         pretrained_from=weights_from,  # the base weights (a hub id, a file, the cached source-task weights)
         trained=not evaluating,  # mode=eval: evaluated as loaded, no training
@@ -276,7 +260,7 @@ def train(settings: RunSettings, run_dir: Path, started: float, resume_from: str
             module.artifacts(run_dir, data)
         if not evaluating:
             save_adapter(run_dir / "adapter", model, target_sets=settings.model["target_sets"],
-                         extra={"model": cfg.model.name, "task": cfg.task.name, "seed": settings.seed,
+                         extra={"model": settings.names["model"], "task": task.name, "seed": settings.seed,
                                 "weights": "best validation round" if best_path else "final"})
         record["time"]["total_s"] = stats.times()["total_s"]
         write_json_atomic(run_dir / RESULTS_NAME, record)
@@ -296,22 +280,18 @@ def _test(trainer: L.Trainer, module: L.LightningModule, data: Any, ckpt_path: s
 
 
 def build_loggers(settings: RunSettings, run_dir: Path) -> list[Any]:
-    """The loggers of ``cfg.logger`` (each a ``_target_``), given the run dir and a stable id."""
-    cfg = settings.cfg
+    """The run's loggers (``logger.*``, each a ``_target_``), given the run dir and a stable id."""
     run_id = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]  # the same wandb run after a requeue
     loggers = [build(node, f"logger.{name}", {"save_dir": str(run_dir), "id": run_id})
-               for name, node in (cfg.logger or {}).items() if node]
+               for name, node in settings.loggers.items() if node]
     for logger in loggers:
         if logger.__class__.__name__ == "WandbLogger":
-            logger.experiment.config.update(plain(cfg), allow_val_change=True)
+            logger.experiment.config.update(settings.config, allow_val_change=True)
     return loggers
 
 
 def build_trainer(settings: RunSettings, run_dir: Path, callbacks: list[Any]) -> tuple[L.Trainer, list[Any], ModelCheckpoint]:
-    cfg = settings.cfg
-    t = plain(cfg.trainer)
-    t.pop("checkpoint_every_n_train_steps", None)  # LastCheckpoint's
-    t["accumulate_grad_batches"] = settings.accumulate  # from task.micro_batch_size where the task sets it
+    t = dict(settings.trainer.options)
     if isinstance(t.get("strategy"), dict):  # a strategy object from its `_target_` (trainer=fsdp)
         t["strategy"] = build(t["strategy"], "trainer.strategy")
     loggers = build_loggers(settings, run_dir)
@@ -319,7 +299,7 @@ def build_trainer(settings: RunSettings, run_dir: Path, callbacks: list[Any]) ->
     metric = settings.task.metric
     best = ModelCheckpoint(dirpath=str(checkpoints), filename="best", monitor=metric.val_key, mode=metric.direction,
                            save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False)
-    extra = [build(node, f"callbacks.{name}", {}) for name, node in (cfg.get("callbacks") or {}).items() if node]
+    extra = [build(node, f"callbacks.{name}", {}) for name, node in settings.callbacks.items() if node]
     plugins = []
     if SLURMEnvironment.detect():
         # submitit's signal + requeue is the one mechanism; Lightning's would requeue a second time
@@ -329,8 +309,8 @@ def build_trainer(settings: RunSettings, run_dir: Path, callbacks: list[Any]) ->
         plugins=plugins or None,
         default_root_dir=str(run_dir),
         logger=loggers or False,
-        callbacks=[best, *callbacks, RunIdentity(fingerprint(cfg)), *extra],
-        deterministic=bool(cfg.deterministic) or None,
+        callbacks=[best, *callbacks, RunIdentity(settings.fingerprint), *extra],
+        deterministic=settings.deterministic or None,
         enable_model_summary=False,
     )
     return trainer, loggers, best

@@ -1,11 +1,18 @@
-"""A run's settings, parsed and checked once: the method spec, the learning rate, the task contract,
-the model config, the batch per device. Everything the runner, pre-training and counting need is
-read from here, never re-derived from the raw config."""
+"""A run's settings, read from the composed config once and checked: the method spec, the model, the
+task contract, the learning rate, the batch per device, the trainer, the places, the record's
+config block and fingerprint, and, for a task with source pre-training, the source run's settings.
+
+``RunSettings.from_config(cfg)`` is the one entry point and the only reader of the raw config: the
+runner, the training pipeline, pre-training and counting take these typed values and never look
+at ``cfg`` again (a test greps them for it). A bad value raises ConfigError naming its key, before
+any work."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +22,249 @@ from omegaconf import DictConfig, OmegaConf
 from .adapters import MethodSpec
 from .adapters.base import AdapterConfigError
 from .config import ConfigError, as_float, as_int, check, plain
-from .contract import TaskContract
+from .contract import TaskContract, build
 
+#: what ``mode=`` may be: train, evaluate the weights as loaded, count parameters (add new modes here)
+MODES = ("train", "eval", "count")
+#: modes that build no data and train nothing: the settings stop after the model, method and task
+NO_RUN_MODES = ("count",)
 #: run_tag: appended to a directory name, so no separators or parent references
 RUN_TAG = re.compile(r"[A-Za-z0-9_.=+,-]*")
+#: config keys that do not change what a run computes (left out of its fingerprint)
+NON_RESULT_KEYS = ("paths", "logger", "resume", "force", "hydra", "experiment_name", "torch_threads")
+#: trainer keys that do not change what a run computes (left out of its fingerprint)
+NON_RESULT_TRAINER_KEYS = ("enable_progress_bar", "log_every_n_steps")
+#: the task's dataset facts: what they shape is in task.data, model_args and module already, by
+#: interpolation (left out of the fingerprint, so runs of tasks that gained a dataset keep theirs)
+NON_RESULT_TASK_KEYS = ("dataset",)
+#: settings that say where things are, not what is trained (left out of the pre-training cache key)
+PLACES = ("num_workers", "root", "cache_dir", "data_dir", "persistent_workers", "pin_memory")
+#: model keys that do not shape the pre-trained weights (how adapters attach, names, labels)
+NOT_SHAPING_MODEL = ("name", "kind", "pretrained", "target_sets", "module_sets", "method_overrides", "reported_params")
+#: task keys that only label a source task (its weights do not depend on them)
+NOT_SHAPING_TASK = ("name", "family", "paper", "model_kind", "dataset")
+#: the source run's loggers: CSV metrics in its cache folder (a cached artefact, not an experiment)
+SOURCE_LOGGERS = {"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger", "name": "logs"}}
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where things are (``paths.*``)."""
+
+    results_dir: Path
+    cache_dir: Path
+    data_dir: Path
+
+    @classmethod
+    def from_config(cls, paths: Any) -> "Paths":
+        return cls(*(Path(str(paths.get(k))).expanduser() for k in ("results_dir", "cache_dir", "data_dir")))
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """The Lightning Trainer's keyword arguments as configured (resolved, checked; ``strategy`` may
+    still be a config mapping with a ``_target_``), and the step interval of ``last.ckpt``."""
+
+    options: dict[str, Any]
+    checkpoint_every_n_train_steps: int | None = None
+
+    @classmethod
+    def from_config(cls, trainer: Any, accumulate: int) -> "TrainerSettings":
+        options = dict(plain(trainer))
+        every = options.pop("checkpoint_every_n_train_steps", None)  # LastCheckpoint's, not Lightning's
+        options["accumulate_grad_batches"] = accumulate  # from task.micro_batch_size where the task sets it
+        return cls(options, as_int(every, "trainer.checkpoint_every_n_train_steps", minimum=1, allow=(None,)))
+
+    @property
+    def precision(self) -> str:
+        return str(self.options.get("precision", "32-true"))
+
+    def for_source(self, task: TaskContract) -> "TrainerSettings":
+        """The source run's trainer: this run's device kind, precision and progress display on ONE
+        device; budget, validation schedule and clipping from the source task alone (nothing of
+        fine-tuning's length or limits, which the cache key does not hold)."""
+        keep = ("accelerator", "precision", "enable_progress_bar", "log_every_n_steps")
+        epochs, steps = task.epochs, task.max_steps
+        interval = task.raw.get("val_check_interval")  # validation rounds: every N steps (step budgets) ...
+        every = None if interval else task.raw.get("val_every_n_epochs") or max(1, int(epochs or 1) // 10)  # ... or epochs
+        options = {k: self.options[k] for k in keep if k in self.options}
+        options.update(devices=1, num_nodes=1, strategy="auto", accumulate_grad_batches=1, num_sanity_val_steps=0,
+                       max_epochs=int(epochs) if epochs else -1, max_steps=int(steps) if steps else -1,
+                       val_check_interval=interval, check_val_every_n_epoch=every)
+        return TrainerSettings(options, self.checkpoint_every_n_train_steps)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSettings:
+    mode: str
+    seed: int
+    method: MethodSpec
+    model: dict[str, Any]
+    task: TaskContract
+    paths: Paths
+    run_dir: Path
+    config: dict[str, Any] = field(repr=False)  # the plain resolved config: the record's `config` block
+    fingerprint: str
+    lr: float | None = None
+    batch_per_device: int | None = None
+    world_size: int = 1
+    accumulate: int = 1
+    trainer: TrainerSettings | None = None
+    resume: bool = True
+    force: bool = False
+    deterministic: bool = False
+    torch_threads: int | None = None
+    experiment: str | None = None
+    loggers: dict[str, Any] = field(default_factory=dict)
+    callbacks: dict[str, Any] = field(default_factory=dict)
+    load_weights: bool = True  # False: the source run trains from random init
+    source: "RunSettings | None" = None  # the source-task pre-training run, when it is needed
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "RunSettings":
+        """Parse and check the whole config; a bad value raises ConfigError naming its key."""
+        mode = cfg.get("mode")
+        check(mode in MODES, "mode", f"must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+        seed = as_int(cfg.get("seed"), "seed", minimum=0)
+        tag = str(cfg.get("run_tag") or "")
+        check(bool(RUN_TAG.fullmatch(tag)) and ".." not in tag, "run_tag",
+              f"may hold only letters, numbers and _ . = + , - (it names a folder), got {tag!r}")
+        _check_dataset_fits_task(cfg)  # first: a recipe's keys read the dataset's
+        model = plain(cfg.model)
+        method = _method_spec(cfg)
+        task = TaskContract.from_config(cfg.task)
+        _check_model_fits_task(cfg, model)
+        config = plain(cfg)  # resolved once: the record's config block and the fingerprint
+        common = dict(mode=mode, seed=seed, method=method, model=model, task=task, paths=Paths.from_config(cfg.paths),
+                      run_dir=run_dir_of(cfg), config=config, fingerprint=fingerprint(config))
+        if mode in NO_RUN_MODES:
+            return cls(**common)
+        task.check()
+        trains = method.wraps_linears or method.norms or method.full or method.modules or model.get("head")
+        check(bool(trains) or mode == "eval", "method",
+              f"'{method.name}' trains nothing on model '{model['name']}'; evaluate it as loaded with mode=eval")
+        world = world_size(cfg)
+        accumulate = accumulation(cfg, world)
+        _check_training_length(cfg)
+        _check_trainer(cfg)
+        threads = cfg.get("torch_threads")
+        settings = cls(
+            **common, lr=learning_rate(cfg), batch_per_device=per_device_batch(cfg, world), world_size=world,
+            accumulate=accumulate, trainer=TrainerSettings.from_config(cfg.trainer, accumulate),
+            resume=bool(cfg.get("resume", True)), force=bool(cfg.get("force", False)),
+            deterministic=bool(cfg.get("deterministic", False)),
+            torch_threads=as_int(threads, "torch_threads", minimum=1, allow=(None, 0)) or None,
+            experiment=cfg.get("experiment_name"), loggers=dict(config.get("logger") or {}),
+            callbacks=dict(config.get("callbacks") or {}),
+        )
+        settings.dry_build_optimization()
+        if task.pretrain and not model.get("pretrained"):  # model.pretrained given: those weights, no pre-training
+            settings = replace(settings, source=settings.source_run())
+        return settings
+
+    def source_run(self) -> "RunSettings":
+        """The source-task pre-training as a run of its own: the task's ``pretrain`` block over the
+        task, ``method=full`` from random init on one device, its own seed and budget, in its folder
+        of the cache, keyed (its fingerprint) by everything that shapes the weights."""
+        task = self.task.source()
+        task.check()
+        where = task.where
+        model = {**self.model, "pretrained": None}
+        head_init(model)  # checked now, before pre-training, not after it
+        seed = as_int(task.raw.get("seed", 0), f"{where}.seed", minimum=0)
+        lr = task.optimizer.get("lr")
+        trainer = self.trainer.for_source(task)
+        key_data = {"model": _without_places({k: v for k, v in model.items() if k not in NOT_SHAPING_MODEL}),
+                    "task": _without_places({k: v for k, v in task.raw.items() if k not in NOT_SHAPING_TASK}),
+                    "seed": seed, "precision": trainer.precision}
+        key = hashlib.sha1(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        source = RunSettings(
+            mode="train", seed=seed, method=MethodSpec(name="full", full=True), model=model, task=task,
+            paths=self.paths, run_dir=self.paths.cache_dir / "pretrained" / f"{model['name']}-{self.task.name}-{key}",
+            config=key_data, fingerprint=key,
+            lr=None if lr is None else as_float(lr, f"{where}.optimizer.lr", positive=True),
+            batch_per_device=as_int(task.batch_size, f"{where}.batch_size", minimum=1), trainer=trainer,
+            resume=self.resume, deterministic=self.deterministic, torch_threads=self.torch_threads,
+            loggers=dict(SOURCE_LOGGERS), load_weights=False,
+        )
+        source.dry_build_optimization()
+        return source
+
+    def dry_build_optimization(self) -> None:
+        """Build the optimizer and schedule on a stand-in parameter, so a bad value in either
+        fails now, naming the key, not after the model is built and pre-trained."""
+        from .tasks.base import call_with_offered
+
+        where = self.task.where
+        probe = torch.nn.Parameter(torch.zeros(1))
+        try:
+            optimizer = self.optimizer()([probe])
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{where}.optimizer: {err}") from None
+        scheduler = self.scheduler()
+        if scheduler is not None:
+            try:
+                call_with_offered(scheduler, optimizer, {"total_steps": 10, "max_lr": [optimizer.param_groups[0]["lr"]]})
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"{where}.scheduler: {err}") from None
+
+    @property
+    def model_args(self) -> dict[str, Any]:
+        return self.task.model_args
+
+    @property
+    def names(self) -> dict[str, str]:
+        """The run's task, model and method names (its folder, its record, its log lines)."""
+        return {"task": self.task.name, "model": str(self.model["name"]), "method": self.method.name}
+
+    def optimizer(self) -> Any:
+        """The task's optimizer partial with this run's learning rate (the configured one where the
+        run sets none: the source run)."""
+        given = {} if self.lr is None else {"lr": self.lr}
+        return build(self.task.optimizer, f"{self.task.where}.optimizer", **given)
+
+    def scheduler(self) -> Any:
+        node = self.task.scheduler
+        return None if node is None else build(node, f"{self.task.where}.scheduler")
+
+
+def fingerprint(config: dict[str, Any]) -> str:
+    """What a run computes, hashed: its plain config less places, logging and run control."""
+    data = {k: v for k, v in config.items() if k not in NON_RESULT_KEYS}
+    for key, dropped in (("trainer", NON_RESULT_TRAINER_KEYS), ("task", NON_RESULT_TASK_KEYS)):
+        if isinstance(data.get(key), dict):
+            data[key] = {k: v for k, v in data[key].items() if k not in dropped}
+    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_dir_of(cfg: DictConfig) -> Path:
+    """The run's folder: Hydra's output dir in a Hydra run, else ``results_dir/run_name``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized() and cfg.get("mode") != "count":
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.paths.results_dir) / cfg.run_name
+
+
+def head_init(model: dict[str, Any]) -> str:
+    """``fresh`` (default): fine-tuning re-initialises the model's head after pre-training;
+    ``source``: it starts from the pre-trained head (which still trains with every method)."""
+    value = model.get("head_init") or "fresh"
+    if value not in ("fresh", "source"):
+        raise ConfigError(f"model.head_init: must be 'fresh' or 'source', got {value!r}")
+    return value
+
+
+def _without_places(value: Any) -> Any:
+    """Drop where-things-are keys; a generated place (a ``_target_`` that writes synthetic data)
+    is a setting and stays."""
+    if isinstance(value, dict):
+        return {k: _without_places(v) for k, v in value.items()
+                if k not in PLACES or (isinstance(v, dict) and "_target_" in v)}
+    if isinstance(value, list):
+        return [_without_places(v) for v in value]
+    return value
 
 
 def method_settings(cfg: DictConfig) -> dict[str, Any]:
@@ -26,9 +272,6 @@ def method_settings(cfg: DictConfig) -> dict[str, Any]:
     method = dict(plain(cfg.method))
     overrides = plain(cfg.model.get("method_overrides") or {}) or {}
     return {**method, **(overrides.get(method["name"]) or {})}
-
-
-CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def _declared(group: str, name: str, key: str, package: str = "task") -> Any:
@@ -55,82 +298,6 @@ def datasets_for(family: str | None) -> list[str]:
     """Dataset configs that a recipe of ``family`` reads (for the error that suggests one)."""
     return [p.stem for p in sorted((CONF / "dataset").glob("*.yaml"))
             if _declared("dataset", p.stem, "family", package="dataset") == family]
-
-
-@dataclass
-class RunSettings:
-    cfg: DictConfig
-    mode: str
-    seed: int
-    method: MethodSpec
-    model: dict[str, Any]
-    task: TaskContract | None  # None only when counting a model that no task was given for
-    lr: float | None
-    batch_per_device: int | None
-    world_size: int
-    accumulate: int = 1
-
-    @classmethod
-    def from_config(cls, cfg: DictConfig) -> "RunSettings":
-        """Parse and check the whole config; a bad value raises ConfigError naming its key."""
-        mode = cfg.get("mode")
-        check(mode in ("train", "count", "eval"), "mode", f"must be 'train', 'eval' or 'count', got {mode!r}")
-        seed = as_int(cfg.get("seed"), "seed", minimum=0)
-        tag = str(cfg.get("run_tag") or "")
-        check(bool(RUN_TAG.fullmatch(tag)) and ".." not in tag, "run_tag",
-              f"may hold only letters, numbers and _ . = + , - (it names a folder), got {tag!r}")
-        _check_dataset_fits_task(cfg)  # first: a recipe's keys read the dataset's
-        model = plain(cfg.model)
-        method = _method_spec(cfg)
-        task = TaskContract.from_config(cfg.task)
-        _check_model_fits_task(cfg, model)
-        if mode == "count":
-            return cls(cfg, mode, seed, method, model, task, None, None, 1)
-        task.check()
-        trains = method.wraps_linears or method.norms or method.full or method.modules or model.get("head")
-        check(bool(trains) or mode == "eval", "method",
-              f"'{method.name}' trains nothing on model '{cfg.model.name}'; evaluate it as loaded with mode=eval")
-        lr = learning_rate(cfg)
-        world = world_size(cfg)
-        settings = cls(cfg, mode, seed, method, model, task, lr, per_device_batch(cfg, world), world,
-                       accumulation(cfg, world))
-        _check_training_length(cfg)
-        _check_trainer(cfg)
-        settings.dry_build_optimization()
-        return settings
-
-    def dry_build_optimization(self) -> None:
-        """Build the optimizer and schedule on a stand-in parameter, so a bad value in either
-        fails now, naming the key, not after the model is built and pre-trained."""
-        from .tasks.base import call_with_offered
-
-        probe = torch.nn.Parameter(torch.zeros(1))
-        try:
-            optimizer = self.optimizer()([probe])
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"task.optimizer: {err}") from None
-        scheduler = self.scheduler()
-        if scheduler is not None:
-            try:
-                call_with_offered(scheduler, optimizer, {"total_steps": 10, "max_lr": [self.lr]})
-            except (TypeError, ValueError) as err:
-                raise ConfigError(f"task.scheduler: {err}") from None
-
-    @property
-    def model_args(self) -> dict[str, Any]:
-        return self.task.model_args if self.task else {}
-
-    def optimizer(self) -> Any:
-        """The task's optimizer partial with this run's learning rate."""
-        from .contract import build
-
-        return build(self.task.cfg.optimizer, "task.optimizer", lr=self.lr)
-
-    def scheduler(self) -> Any:
-        from .contract import build
-
-        node = self.task.cfg.get("scheduler")
-        return None if node is None else build(node, "task.scheduler")
 
 
 def _method_spec(cfg: DictConfig) -> MethodSpec:
