@@ -124,7 +124,7 @@ def test_depth_tasks_declare_the_contract(tmp_path, data, task):
 def test_the_encoder_trains_at_a_fiftieth_of_the_rate(tmp_path, data):
     """lr_scales: every encoder parameter (adapters included) at lr / 50, the trained output convs at lr."""
     from onelora.contract import build
-    from onelora.runner import prepare_model
+    from onelora.pipeline import prepare_model
     from onelora.settings import RunSettings
 
     settings = RunSettings.from_config(config(tmp_path, *twin("nyu_to_kitti", data), "method=onelora"))

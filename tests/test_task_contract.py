@@ -3,6 +3,7 @@ config, the metric is declared once, the method is parsed once."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -52,15 +53,18 @@ trainer: {enable_progress_bar: false}
 """
 
 
-@pytest.fixture(scope="module")
-def toy_home(tmp_path_factory) -> tuple[Path, str]:
+def make_toy_home(home: Path) -> tuple[Path, str]:
     """A config folder of the test's own, holding the new task and model (no file of ours edited)."""
-    home = tmp_path_factory.mktemp("toy")
     (home / "conf" / "model").mkdir(parents=True)
     (home / "conf" / "task").mkdir(parents=True)
     (home / "conf" / "model" / "toy_mlp.yaml").write_text(TOY_MODEL)
     (home / "conf" / "task" / "toy.yaml").write_text(TOY_TASK)
     return home, f"hydra.searchpath=[file://{home / 'conf'}]"
+
+
+@pytest.fixture(scope="module")
+def toy_home(tmp_path_factory) -> tuple[Path, str]:
+    return make_toy_home(tmp_path_factory.mktemp("toy"))
 
 
 def test_a_new_task_is_new_files_only(toy_home):
@@ -79,6 +83,47 @@ def test_a_new_task_is_new_files_only(toy_home):
     assert len(cached) == 1
     assert records["onelora"]["params"]["adapter_params"] == 32 + 32  # fc1, fc2 (out is the head)
     assert records["full"]["metric"]["test"] < records["head"]["metric"]["test"]
+
+
+def test_pretraining_is_a_training_run_of_its_own(tmp_path, monkeypatch):
+    """The source task runs through the fine-tuning pipeline: a run of method=full in its cache folder
+    with CSV logs, a memory and time record, checkpoints while it trains, and a stop by a signal that
+    a relaunch resumes from its own checkpoint."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from onelora.callbacks import LastCheckpoint
+    from onelora.pipeline import RunTerminated
+
+    home, searchpath = make_toy_home(tmp_path)
+    stop_at = {"epoch": 3}
+    original = LastCheckpoint.on_train_epoch_end
+
+    def stop_pretraining(self, trainer, pl_module):  # SIGTERM at an epoch's end, as Lightning raises it
+        original(self, trainer, pl_module)
+        if "pretrained" in str(self.path) and trainer.current_epoch + 1 == stop_at["epoch"]:
+            raise SIGTERMException()
+
+    monkeypatch.setattr(LastCheckpoint, "on_train_epoch_end", stop_pretraining)
+    with pytest.raises(RunTerminated) as stopped:
+        run_inprocess(home, searchpath, "task=toy", "method=lora")
+    folder = next((home / ".cache" / "pretrained").glob("toy_mlp-toy-*/"))
+    last = folder / "checkpoints" / "last.ckpt"
+    assert stopped.value.exit_status == 143 and str(last) in str(stopped.value)  # says where it resumes from
+    record = results(home / "results" / "toy" / "toy_mlp" / "lora" / "seed0")
+    assert record["status"] == "interrupted" and str(last) in record["error"]
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == stop_at["epoch"] - 1
+    assert not list(folder.parent.glob("*.safetensors"))  # no weights until the source run is done
+
+    stop_at["epoch"] = None
+    done = run_inprocess(home, searchpath, "task=toy", "method=lora")
+    assert done["status"] == "completed"
+    info = json.loads(Path(done["pretrained_from"]).with_suffix(".json").read_text())
+    steps_per_epoch = 240 // 32 + 1  # 60% of 400 samples, batch 32
+    assert info["global_step"] == 8 * steps_per_epoch  # the source task's own budget, each step once
+    assert info["time"]["attempts"] == 2 and info["memory"]["model_bytes"]["params"] > 0
+    rows = [r for r in csv_rows(folder) if r.get("val/mse")]
+    assert len(rows) == 8  # a validation round per epoch over both attempts, in the source run's logs
+    assert not (folder / "checkpoints").exists()  # its checkpoints go once the weights are saved
 
 
 def csv_rows(run_dir: Path) -> list[dict]:
@@ -176,19 +221,19 @@ def test_lightnings_restore_notices_are_dropped_and_the_runs_own_lines_kept(capl
 def test_the_runner_pretraining_and_cli_name_no_task():
     """The done-when of the contract: no task-specific branch in the generic code."""
     src = Path(__file__).resolve().parents[1] / "src" / "onelora"
-    for name in ("runner.py", "pretrain.py", "cli.py", "settings.py", "contract.py"):
+    for name in ("runner.py", "pipeline.py", "pretrain.py", "cli.py", "settings.py", "contract.py"):
         text = (src / name).read_text().lower()
         for word in ("accuracy", "classification", "num_classes", "digits", "cifar", "depth", "fid", "tokenizer"):
             assert word not in text, f"{name} mentions {word!r}"
 
 
 def test_the_runner_and_pretraining_read_no_raw_config():
-    """The settings read the config once (RunSettings.from_config); the runner and pre-training take
-    typed settings and never look at the raw config again, nor re-resolve it."""
+    """The settings read the config once (RunSettings.from_config); the runner, the training pipeline
+    and pre-training take typed settings and never look at the raw config again, nor re-resolve it."""
     import re
 
     src = Path(__file__).resolve().parents[1] / "src" / "onelora"
-    for name in ("runner.py", "pretrain.py"):
+    for name in ("runner.py", "pipeline.py", "pretrain.py"):
         text = (src / name).read_text()
         uses = [line.strip() for line in text.splitlines() if re.search(r"\bcfg\b", line)]
         # the one way in: run(cfg) hands the composed config to the settings

@@ -27,7 +27,8 @@ def is_multirun() -> bool:
 
 
 def run_from_cli(cfg: DictConfig) -> None:
-    from .runner import RunTerminated, run
+    from .pipeline import RunTerminated
+    from .runner import run
 
     try:
         run(cfg)

@@ -2,9 +2,12 @@
 trained once from random init on the source task and cached, keyed by everything that shaped it, so
 every later run (and every run of a sweep) fine-tunes the same weights.
 
-What the source run is (the task's ``pretrain`` block over the task, ``method=full``, its seed,
-budget and trainer, its cache key) is settled by the settings (``RunSettings.source``,
-``TaskContract.source``). The saved weights leave out the model's head (``model.head`` patterns),
+Pre-training is a training run: the source run (the task's ``pretrain`` block over the task,
+``method=full`` from random init, its own seed, budget and trainer, its cache key: the settings'
+``RunSettings.source``) goes through the same pipeline as fine-tuning (onelora.pipeline), so
+checkpoints and resuming, NaN stops, signals, progress and memory records apply to it too; it runs
+in ``<cache>/pretrained/<model>-<task>-<key>/`` (CSV logs; its checkpoints until it is done). The
+one place that looks the cache up and locks it is :func:`ensure_pretrained`. The saved weights leave out the model's head (``model.head`` patterns),
 so fine-tuning starts from a fresh head; a model with ``head_init: source`` keeps its head's source
 weights instead (a causal LM whose ``lm_head`` every method trains, conf/model/llama_mini.yaml).
 """
@@ -14,19 +17,17 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
-import lightning as L
 from safetensors.torch import save_file
 
-from .adapters import inject
 from .adapters.targeting import is_under
-from .callbacks import BestMetric, RunStats
-from .contract import build
+from .callbacks import peak_memory
 from .files import apply_umask
-from .models import build_model
 from .models.weights import UnreadableWeightsError, read_state_dict
+from .pipeline import finish_loggers, fit, resumable
 from .settings import RunSettings, head_init
 
 log = logging.getLogger(__name__)
@@ -57,35 +58,28 @@ def ensure_pretrained(settings: RunSettings) -> Path:
 
 
 def _pretrain(source: RunSettings, path: Path) -> None:
+    """The source run through the training pipeline, in its cache folder (where a stopped
+    pre-training resumes from its last checkpoint), then its final weights saved under ``path``."""
     task, names = source.task, source.names
     budget = f"{task.epochs} epochs" if task.epochs else f"{task.max_steps} steps"
     print(f"Pre-training {names['model']} on the {task.name} source task ({budget}, once; cached at {path})",
           flush=True)
     start = time.perf_counter()
-    L.seed_everything(source.seed, workers=True, verbose=False)
-    parts = task.build_parts()
-    offered = {"batch_size": source.batch_per_device, "model_input": source.model.get("input"), **parts}
-    data = build(task.data, f"{task.where}.data", offered)
-    head = list(source.model.get("head") or [])
-    model = build_model(source.model, load_weights=source.load_weights, **source.model_args)
-    inject(model, source.method, target_sets=source.model["target_sets"], head=head)
-    module = build(task.module, f"{task.where}.module", offered, model=model, optimizer=source.optimizer(),
-                   scheduler=source.scheduler(), metric=task.metric.as_dict(), lr_scales=task.lr_scales)
-    stats = RunStats(time.time())
-    best = BestMetric(task.metric.as_dict(), stats)
-    trainer = L.Trainer(**source.trainer.options, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, callbacks=[stats, best])
-    trainer.fit(module, datamodule=data)
-    dropped = [] if head_init(source.model) == "source" else head  # the head re-initialised by fine-tuning
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+    fitted = fit(source, source.run_dir, time.time(), resumable(source, source.run_dir))
+    finish_loggers(fitted.loggers)
+    dropped = [] if head_init(source.model) == "source" else list(source.model.get("head") or [])  # re-initialised
+    weights = {k: v.detach().cpu().contiguous() for k, v in fitted.model.state_dict().items()
                if not is_under(k.rpartition(".")[0], dropped)}
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(weights, str(tmp))
     apply_umask(tmp)
     tmp.replace(path)
-    metric = task.metric
+    best, metric = fitted.best, task.metric
     info = {"settings": source.config, "metric": metric.name, "source_val": best.last, "source_best_val": best.best,
-            "seconds": round(time.perf_counter() - start, 1)}
+            "seconds": round(time.perf_counter() - start, 1), "global_step": fitted.trainer.global_step,
+            "time": fitted.stats.times(), "memory": {**peak_memory(), "model_bytes": dict(fitted.memory.bytes)},
+            "run_dir": str(source.run_dir)}
     path.with_suffix(".json").write_text(json.dumps(info, indent=2, default=str))
+    shutil.rmtree(source.run_dir / "checkpoints", ignore_errors=True)  # the weights are saved: no resume needed
     value = "n/a" if best.last is None else f"{best.last:.4g}"
     print(f"Source-task weights ready: {metric.val_key} {value} in {info['seconds']:.0f} s", flush=True)

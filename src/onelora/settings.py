@@ -14,7 +14,7 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -131,12 +131,12 @@ class RunSettings:
         check(bool(RUN_TAG.fullmatch(tag)) and ".." not in tag, "run_tag",
               f"may hold only letters, numbers and _ . = + , - (it names a folder), got {tag!r}")
         _check_dataset_fits_task(cfg)  # first: a recipe's keys read the dataset's
-        model = plain(cfg.model)
-        method = _method_spec(cfg)
-        task = TaskContract.from_config(cfg.task)
-        _check_model_fits_task(cfg, model)
-        config = plain(cfg)  # resolved once: the record's config block and the fingerprint
-        common = dict(mode=mode, seed=seed, method=method, model=model, task=task, paths=Paths.from_config(cfg.paths),
+        config = plain(cfg)  # resolved once: everything below, the record's config block, the fingerprint
+        model = config["model"]
+        method = _method_spec(config)
+        task = TaskContract.from_config(config["task"])
+        _check_model_fits_task(config)
+        common = dict(mode=mode, seed=seed, method=method, model=model, task=task, paths=Paths.from_config(config["paths"]),
                       run_dir=run_dir_of(cfg), config=config, fingerprint=fingerprint(config))
         if mode in NO_RUN_MODES:
             return cls(**common)
@@ -144,18 +144,17 @@ class RunSettings:
         trains = method.wraps_linears or method.norms or method.full or method.modules or model.get("head")
         check(bool(trains) or mode == "eval", "method",
               f"'{method.name}' trains nothing on model '{model['name']}'; evaluate it as loaded with mode=eval")
-        world = world_size(cfg)
-        accumulate = accumulation(cfg, world)
-        _check_training_length(cfg)
-        _check_trainer(cfg)
-        threads = cfg.get("torch_threads")
+        world = world_size(config)
+        accumulate = accumulation(config, world)
+        _check_training_length(config)
+        _check_trainer(config)
         settings = cls(
-            **common, lr=learning_rate(cfg), batch_per_device=per_device_batch(cfg, world), world_size=world,
-            accumulate=accumulate, trainer=TrainerSettings.from_config(cfg.trainer, accumulate),
-            resume=bool(cfg.get("resume", True)), force=bool(cfg.get("force", False)),
-            deterministic=bool(cfg.get("deterministic", False)),
-            torch_threads=as_int(threads, "torch_threads", minimum=1, allow=(None, 0)) or None,
-            experiment=cfg.get("experiment_name"), loggers=dict(config.get("logger") or {}),
+            **common, lr=learning_rate(config), batch_per_device=per_device_batch(config, world), world_size=world,
+            accumulate=accumulate, trainer=TrainerSettings.from_config(config["trainer"], accumulate),
+            resume=bool(config.get("resume", True)), force=bool(config.get("force", False)),
+            deterministic=bool(config.get("deterministic", False)),
+            torch_threads=as_int(config.get("torch_threads"), "torch_threads", minimum=1, allow=(None, 0)) or None,
+            experiment=config.get("experiment_name"), loggers=dict(config.get("logger") or {}),
             callbacks=dict(config.get("callbacks") or {}),
         )
         settings.dry_build_optimization()
@@ -267,10 +266,10 @@ def _without_places(value: Any) -> Any:
     return value
 
 
-def method_settings(cfg: DictConfig) -> dict[str, Any]:
+def method_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """The method config with the model's ``method_overrides`` for it applied (paper quirks)."""
-    method = dict(plain(cfg.method))
-    overrides = plain(cfg.model.get("method_overrides") or {}) or {}
+    method = dict(plain(config["method"]))
+    overrides = plain(config["model"].get("method_overrides") or {}) or {}
     return {**method, **(overrides.get(method["name"]) or {})}
 
 
@@ -300,18 +299,19 @@ def datasets_for(family: str | None) -> list[str]:
             if _declared("dataset", p.stem, "family", package="dataset") == family]
 
 
-def _method_spec(cfg: DictConfig) -> MethodSpec:
-    settings = method_settings(cfg)
-    target_sets = cfg.model.get("target_sets") or {}
+def _method_spec(config: Mapping[str, Any]) -> MethodSpec:
+    settings = method_settings(config)
+    model = config["model"]
+    target_sets = model.get("target_sets") or {}
     for key in ("targets", "gamma_targets"):
         name = settings.get(key)
         if name and (settings.get("linear") or settings.get("bias") or settings.get("gamma")):
             check(name in target_sets, f"method.{key}",
-                  f"model '{cfg.model.name}' has no target set {name!r}; it has {list(target_sets)}")
+                  f"model '{model['name']}' has no target set {name!r}; it has {list(target_sets)}")
     modules = settings.get("modules")
-    module_sets = cfg.model.get("module_sets") or {}
+    module_sets = model.get("module_sets") or {}
     check(not modules or modules in module_sets, "model.module_sets",
-          f"method '{settings['name']}' trains the module set {modules!r}, which model '{cfg.model.name}' does not "
+          f"method '{settings['name']}' trains the module set {modules!r}, which model '{model['name']}' does not "
           f"define (it has {sorted(module_sets)}); add e.g. `module_sets: {{{modules}: [<module regex>]}}` to its YAML")
     try:
         return MethodSpec.from_config(settings)  # the adapter classes check their own options
@@ -327,13 +327,14 @@ def _method_spec(cfg: DictConfig) -> MethodSpec:
         raise ConfigError(f"{key}: {message}") from None
 
 
-def _check_model_fits_task(cfg: DictConfig, model: dict[str, Any]) -> None:
-    want, have = cfg.task.get("model_kind"), model.get("kind")
+def _check_model_fits_task(config: Mapping[str, Any]) -> None:
+    model, task = config["model"], config["task"]
+    want, have = task.get("model_kind"), model.get("kind")
     if want and have and want != have:
         fitting = tasks_for(have)
         raise ConfigError(
-            f"model: '{cfg.model.name}' is of kind {have!r} and task '{cfg.task.name}' needs a model of kind {want!r}; "
-            + (f"tasks for {cfg.model.name}: {', '.join(fitting)}" if fitting else f"no task for {have} models exists yet")
+            f"model: '{model['name']}' is of kind {have!r} and task '{task['name']}' needs a model of kind {want!r}; "
+            + (f"tasks for {model['name']}: {', '.join(fitting)}" if fitting else f"no task for {have} models exists yet")
         )
 
 
@@ -366,20 +367,22 @@ def _task_choice() -> str | None:
     return None
 
 
-def learning_rate(cfg: DictConfig) -> float:
+def learning_rate(config: Mapping[str, Any]) -> float:
     """``method.lr`` if set, else the task's ``lr_per_method[method]``, else ``task.optimizer.lr``."""
-    if cfg.method.get("lr") is not None:
-        return as_float(cfg.method.lr, "method.lr", positive=True)
-    per_method = cfg.task.get("lr_per_method") or {}
-    if cfg.method.name in per_method:
-        return as_float(per_method[cfg.method.name], f"task.lr_per_method.{cfg.method.name}", positive=True)
-    check(cfg.task.optimizer.get("lr") is not None, "task.optimizer.lr", "must be set (or method.lr)")
-    return as_float(cfg.task.optimizer.lr, "task.optimizer.lr", positive=True)
+    method, task = config["method"], config["task"]
+    if method.get("lr") is not None:
+        return as_float(method["lr"], "method.lr", positive=True)
+    per_method = task.get("lr_per_method") or {}
+    if method["name"] in per_method:
+        return as_float(per_method[method["name"]], f"task.lr_per_method.{method['name']}", positive=True)
+    check(task["optimizer"].get("lr") is not None, "task.optimizer.lr", "must be set (or method.lr)")
+    return as_float(task["optimizer"]["lr"], "task.optimizer.lr", positive=True)
 
 
-def world_size(cfg: DictConfig) -> int:
-    devices = cfg.trainer.get("devices", 1)
-    nodes = as_int(cfg.trainer.get("num_nodes", 1), "trainer.num_nodes", minimum=1)
+def world_size(config: Mapping[str, Any]) -> int:
+    trainer = config["trainer"]
+    devices = trainer.get("devices", 1)
+    nodes = as_int(trainer.get("num_nodes", 1), "trainer.num_nodes", minimum=1)
     if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
         check(len(devices) > 0, "trainer.devices", "an empty list selects no device")
         count = len(devices)
@@ -389,13 +392,14 @@ def world_size(cfg: DictConfig) -> int:
     return count * nodes
 
 
-def per_device_batch(cfg: DictConfig, world: int) -> int:
+def per_device_batch(config: Mapping[str, Any], world: int) -> int:
     """The task's ``batch_size`` is the global batch: split it over devices x nodes, and, when the
     task sets ``micro_batch_size`` (what one device holds at once), over gradient-accumulation
     steps too, so the optimizer sees the same total batch on any cluster (MoRA's 128)."""
-    total = as_int(cfg.task.batch_size, "task.batch_size", minimum=1)
+    task = config["task"]
+    total = as_int(task.get("batch_size"), "task.batch_size", minimum=1)
     check(total % world == 0, "task.batch_size", f"{total} is not divisible by devices x nodes = {world}")
-    micro = cfg.task.get("micro_batch_size")
+    micro = task.get("micro_batch_size")
     if micro is None:
         return total // world
     micro = as_int(micro, "task.micro_batch_size", minimum=1)
@@ -404,22 +408,23 @@ def per_device_batch(cfg: DictConfig, world: int) -> int:
     return micro
 
 
-def accumulation(cfg: DictConfig, world: int) -> int:
+def accumulation(config: Mapping[str, Any], world: int) -> int:
     """Gradient-accumulation steps: batch_size / (devices x nodes x micro_batch_size), or the trainer's."""
-    micro = cfg.task.get("micro_batch_size")
+    task, trainer = config["task"], config["trainer"]
+    given = as_int(trainer.get("accumulate_grad_batches", 1), "trainer.accumulate_grad_batches", minimum=1)
+    micro = task.get("micro_batch_size")
     if micro is None:
-        return as_int(cfg.trainer.get("accumulate_grad_batches", 1), "trainer.accumulate_grad_batches", minimum=1)
-    given = as_int(cfg.trainer.get("accumulate_grad_batches", 1), "trainer.accumulate_grad_batches", minimum=1)
-    steps = int(cfg.task.batch_size) // (world * int(micro))
+        return given
+    steps = int(task["batch_size"]) // (world * int(micro))
     check(given in (1, steps), "trainer.accumulate_grad_batches",
           f"task.micro_batch_size sets it to {steps}; leave it at 1 (got {given})")
     return steps
 
 
-def _check_training_length(cfg: DictConfig) -> None:
+def _check_training_length(config: Mapping[str, Any]) -> None:
     """Every key that bounds training must allow at least one step."""
-    t = cfg.trainer
-    epochs = cfg.task.get("epochs")
+    t = config["trainer"]
+    epochs = config["task"].get("epochs")
     max_steps = as_int(t.get("max_steps", -1), "trainer.max_steps", allow=(-1, None))
     check(max_steps in (-1, None) or max_steps >= 1, "trainer.max_steps", f"must be -1 (no limit) or >= 1, got {max_steps}")
     if epochs is not None:
@@ -434,10 +439,12 @@ def _check_training_length(cfg: DictConfig) -> None:
         check(as_float(limit, "trainer.limit_train_batches") > 0, "trainer.limit_train_batches", f"must be > 0, got {limit}")
 
 
-def _check_trainer(cfg: DictConfig) -> None:
-    accelerator = str(cfg.trainer.accelerator)
-    strategy = cfg.trainer.get("strategy")
-    if "deepspeed" in str(strategy.get("_target_", "") if OmegaConf.is_dict(strategy) else strategy).lower():
+def _check_trainer(config: Mapping[str, Any]) -> None:
+    trainer = config["trainer"]
+    accelerator = str(trainer.get("accelerator"))
+    strategy = trainer.get("strategy")
+    is_node = isinstance(strategy, Mapping) or OmegaConf.is_dict(strategy)
+    if "deepspeed" in str(strategy.get("_target_", "") if is_node else strategy).lower():
         import importlib.util
 
         check(importlib.util.find_spec("deepspeed") is not None, "trainer.strategy",
@@ -446,5 +453,5 @@ def _check_trainer(cfg: DictConfig) -> None:
     if accelerator in ("gpu", "cuda"):
         check(torch.cuda.is_available(), "trainer.accelerator",
               "'gpu' was asked for but no CUDA GPU is visible here; use trainer=default (or trainer=cpu)")
-        if "bf16" in str(cfg.trainer.precision):
+        if "bf16" in str(trainer.get("precision")):
             check(torch.cuda.is_bf16_supported(), "trainer.precision", "bf16 is not supported by this GPU; use 16-mixed or 32-true")
