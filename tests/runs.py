@@ -43,6 +43,30 @@ def results(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "results.json").read_text())
 
 
+def is_recipe(task: str) -> bool:
+    """A task that reads a dataset it does not pick (``task.dataset: ???``): task=depth, task=classification."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.load(CONF / "task" / f"{task}.yaml").get("task")
+    return node is not None and "dataset" in node.keys() and OmegaConf.is_missing(node, "dataset")
+
+
+def task_choice(task: str) -> list[str]:
+    """``task=<task>``, and for a recipe the dataset and model of the first named task that uses it
+    (task=depth -> dataset=diode_outdoor model=depth_anything_l_metric_outdoor, as kitti_to_diode_outdoor)."""
+    from omegaconf import OmegaConf
+
+    if not is_recipe(task):
+        return [f"task={task}"]
+    for path in sorted((CONF / "task").glob("*.yaml")):
+        defaults = OmegaConf.load(path).get("defaults") or []
+        if task in defaults:
+            picks = [f"{k.split()[-1].lstrip('/')}={v}" for d in defaults if OmegaConf.is_dict(d) for k, v in d.items()
+                     if k.split()[-1].lstrip("/") in ("dataset", "model")]
+            return [f"task={task}", *picks]
+    raise AssertionError(f"no named task uses the recipe {task}")
+
+
 # the tiny twins (conf/twin/<task>.yaml): the task's code paths at test size
 CIFAR_TINY = ("task=cifar10", "+twin=cifar10")
 DIGITS_FAST = ("+twin=digits",)

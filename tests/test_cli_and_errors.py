@@ -7,7 +7,7 @@ import pytest
 
 from onelora.methods import method_files
 from fakes import write_cifar
-from runs import CIFAR_TINY, CONF, config, run_cli, run_inprocess
+from runs import CIFAR_TINY, CONF, config, is_recipe, run_cli, run_inprocess, task_choice
 
 METHODS = method_files()
 TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
@@ -15,9 +15,9 @@ TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
 
 def test_help_lists_the_config_groups_and_their_options(tmp_path):
     out = run_cli(tmp_path, "--help").stdout
-    for group in ("method", "model", "task", "trainer", "logger"):
+    for group in ("method", "model", "task", "dataset", "trainer", "logger"):
         assert f"{group}:" in out
-    for option in ("onelora", "lora", "vera", "dora", "mora1", "vit_base", "cifar100", "digits"):
+    for option in ("onelora", "lora", "vera", "dora", "mora1", "vit_base", "cifar100", "digits", "kitti", "nyu_to_kitti"):
         assert option in out
 
 
@@ -37,18 +37,20 @@ def test_every_method_composes_with_every_task(tmp_path, task):
     from onelora.runner import run
     from onelora.settings import RunSettings
 
+    chosen = task_choice(task)  # a recipe (task=depth) with the dataset and model of a task that uses it
     for method in METHODS:
         try:
-            out = run(config(tmp_path, f"task={task}", f"method={method}", "mode=count"))
+            out = run(config(tmp_path, *chosen, f"method={method}", "mode=count"))
         except AdapterConfigError as err:  # DiT's LayerNorms carry no parameters: nothing to train
             assert "trains norms, but DiT has none" in str(err), err
-            assert RunSettings.from_config(config(tmp_path, f"task={task}", f"method={method}")).method.norms
+            assert RunSettings.from_config(config(tmp_path, *chosen, f"method={method}")).method.norms
             continue
         # 'none' on a model that gets no new head trains nothing: it is an evaluation (mode=eval)
         mode = ["mode=eval"] if method == "none" and out["head_params"] == 0 else []
-        cfg = config(tmp_path, f"task={task}", f"method={method}", *mode)
+        cfg = config(tmp_path, *chosen, f"method={method}", *mode)
         settings = RunSettings.from_config(cfg)
-        assert cfg.task.name == task and settings.lr > 0
+        # a recipe's runs are named after their dataset, a named task's after itself
+        assert cfg.task.name == (cfg.task.dataset.name if is_recipe(task) else task) and settings.lr > 0
         if method == "none":  # nothing but a task head the model gets new (a classifier's, DiT's class table)
             assert out["adapter_params"] == 0
         elif method == "head":  # the head, or where the model keeps its own output, the probe modules

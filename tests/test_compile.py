@@ -408,7 +408,7 @@ def test_fingerprint_counts_trainer_compile_only_when_on(tmp_path):
     default); a compiled run is another configuration."""
     from omegaconf import OmegaConf
 
-    from onelora.runner import fingerprint
+    from onelora.settings import fingerprint
     from runs import CIFAR_TINY, config
 
     cfg = config(tmp_path, *CIFAR_TINY)

@@ -129,7 +129,7 @@ def test_the_descriptive_keys_do_not_change_a_run(tmp_path):
     """describe is read by no run: the spec, the fingerprint (resume, skip) and the learning rate
     are the same whatever it says; the record's config keeps it (results.json round-trips)."""
     from onelora.config import plain
-    from onelora.runner import fingerprint
+    from onelora.settings import fingerprint
     from onelora.settings import RunSettings
 
     base = config(tmp_path, "method=lora")

@@ -154,7 +154,7 @@ def test_a_complete_cached_backbone_is_used_without_taking_the_lock(tmp_path):
     model = build_model(plain(settings.model), load_weights=False, **settings.model_args)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     before = sorted(os.listdir(path.parent)), path.stat().st_mtime_ns
-    assert ensure_pretrained(settings, {}) == path
+    assert ensure_pretrained(settings) == path
     assert (sorted(os.listdir(path.parent)), path.stat().st_mtime_ns) == before
 
 
@@ -270,7 +270,7 @@ def test_a_tilde_from_the_environment_is_the_home_folder(tmp_path, monkeypatch):
     made a folder named "~" under the working directory."""
     from omegaconf import OmegaConf
 
-    from onelora.runner import run_dir_of
+    from onelora.settings import run_dir_of
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("ONELORA_RESULTS", "~/runs")

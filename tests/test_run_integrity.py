@@ -288,7 +288,7 @@ def test_a_run_terminated_while_pre_training_says_a_relaunch_starts_it_again(tmp
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from onelora import pretrain
-    from onelora.runner import RunTerminated
+    from onelora.pipeline import RunTerminated
 
     def stopped(*args, **kwargs):
         raise SIGTERMException()

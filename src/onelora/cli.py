@@ -38,7 +38,8 @@ def is_multirun() -> bool:
 
 
 def run_from_cli(cfg: DictConfig) -> None:
-    from .runner import RunTerminated, run
+    from .pipeline import RunTerminated
+    from .runner import run
 
     try:
         run(cfg)
@@ -51,7 +52,7 @@ def run_from_cli(cfg: DictConfig) -> None:
         message = f"onelora: error: {line}" if short else f"onelora: {type(err).__name__}: {err}"
         if is_multirun():
             # one failed run must not hide the others: its results.json says "failed"; go on
-            from .runner import run_dir_of
+            from .settings import run_dir_of
             from .sweeps import log_event
 
             log_event("failed", run_dir_of(cfg), error=message)
