@@ -42,10 +42,11 @@ test-slurm: $(STAMP)  ## a real one-node SLURM on localhost (root, Debian packag
 	SLURM_CONF=$$(pwd)/slurm/.state/etc/slurm.conf $(PY) -m pytest -q -m slurm -p no:cacheprovider
 
 # the laptop-sized transfer of every task family: (experiment, launcher) pairs, run in this order
-MINI_GRIDS ?= mini:parallel mini_depth:parallel mini_depth_unadapted:local mini_gen:parallel \
-  mini_gen_unadapted:local mini_math:parallel mini_math_unadapted:local
+# (the experiments that set `reproduce: {target: mini, launcher: ...}`, by file name)
+MINI_GRIDS ?= $(shell $(PY) -m onelora.experiments mini)
 
 reproduce-mini: $(STAMP)  ## every family's laptop transfer (digits, depth, generation, language), then the tables and analyses
+	@test -n "$(MINI_GRIDS)" || { echo "make reproduce-mini: no grids (python -m onelora.experiments mini)"; exit 1; }
 	@status=0; for grid in $(MINI_GRIDS); do \
 	  name=$${grid%%:*}; launcher=$${grid##*:}; \
 	  echo "== make reproduce-mini: experiment=$$name"; \
@@ -73,11 +74,13 @@ analysis: $(STAMP)  ## Fig. 9 (PCA alignment) and Fig. 11 (calibration) on the d
 reproduce-s1: $(STAMP)  ## Table S1: 1LoRA vs a random compression vector, then the tables
 	$(PY) run.py -m experiment=table_s1; status=$$?; $(MAKE) reproduce-tables && exit $$status
 
-# the paper's full-size models, each on its own task: (model, task) pairs
-PAPER_MODELS ?= vit_base:cifar10 depth_anything_l:nyu_to_kitti dit_xl_2:food101_generation \
-  llama2_7b:metamath llama2_13b:metamath
-COUNT_METHODS ?= onelora,lora,lora_qkv,vera,dora,mora1,mora6,bitfit,difffit,norms,full
+# the paper's full-size models, each on its own task: (model, task) pairs (every model the paper
+# prints counts of, with the model and task of the first experiment that runs it)
+PAPER_MODELS ?= $(shell $(PY) -m onelora.experiments paper-models)
+# the paper's compared methods (describe.compared in conf/method/*.yaml), comma-separated
+COUNT_METHODS ?= $(shell $(PY) -m onelora.methods compared)
 count-paper: $(STAMP)  ## parameter counts of the paper's models for every method (meta device, one JSON line each)
+	@test -n "$(PAPER_MODELS)" -a -n "$(COUNT_METHODS)" || { echo "make count-paper: no models or methods"; exit 1; }
 	@for pair in $(PAPER_MODELS); do \
 	  $(PY) run.py -m mode=count model=$${pair%%:*} task=$${pair##*:} method=$(COUNT_METHODS) \
 	    hydra/job_logging=none hydra/hydra_logging=none 2>&1 | grep '^{' || exit 1; \

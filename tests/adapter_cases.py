@@ -6,29 +6,54 @@ from __future__ import annotations
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from onelora.adapters import MethodSpec
+from onelora.adapters import ADAPTER_KINDS, MethodSpec
 
 HEAD = ["head"]
 
-def _shipped_methods() -> dict[str, dict]:
-    """Every method config of conf/method/ (the paper's methods and the 1LoRA combinations of
-    Tables S11 / S12) as MethodSpec fields, by the method's name. Left out: methods on another
-    target set than ``linear`` (``lora_qkv``: the tiny models here define only ``linear``) and the
-    un-adapted ``none``. The tiny models have a head, so ``head``'s probe module set is dropped."""
+
+def shipped_methods() -> dict[str, dict]:
+    """Every method config of the method table (``onelora.methods``: conf/method/, or the folders
+    ``ONELORA_CONF`` names) as MethodSpec fields, by the method's name: the paper's methods and the
+    1LoRA combinations of Tables S11 / S12. Left out: methods on another target set than
+    ``linear`` (``lora_qkv``: the tiny models here define only ``linear``) and the un-adapted
+    ``none``. The tiny models have a head, so ``head``'s probe module set is dropped."""
     from dataclasses import fields
 
-    from onelora.methods import method_config, method_files
+    from onelora.methods import method_config, method_table
 
     keys = {f.name for f in fields(MethodSpec)} - {"name", "modules"}
     out = {}
-    for file in method_files():
-        cfg = method_config(file)
-        if cfg.get("targets", "linear") == "linear" and cfg["name"] != "unadapted":
-            out[cfg["name"]] = {k: v for k, v in cfg.items() if k in keys}
+    for info in method_table().values():
+        cfg = method_config(info.file)
+        if cfg.get("targets", "linear") == "linear" and info.name != "unadapted":
+            out[info.name] = {k: v for k, v in cfg.items() if k in keys}
     return out
 
 
-METHODS: dict[str, dict] = _shipped_methods()
+def per_layer_formulas() -> dict[str, str | None]:
+    """Each method's trainable parameters per target layer as its YAML states the paper's count
+    (``describe.per_layer``, in k input and d output features): the tests' oracle."""
+    from onelora.methods import method_table
+
+    return {info.name: info.per_layer for info in method_table().values()}
+
+
+def per_layer(formula: str | None, k: int, d: int) -> int:
+    """A ``describe.per_layer`` formula evaluated for a k -> d layer (None: the method adds none)."""
+    import math
+
+    if formula is None:
+        return 0
+    return int(eval(formula, {"__builtins__": {"int": int}}, {"k": k, "d": d, "sqrt": math.sqrt}))
+
+
+METHODS: dict[str, dict] = shipped_methods()
+PER_LAYER: dict[str, str | None] = per_layer_formulas()
+#: every registered per-linear update kind
+LINEAR_KINDS: list[str] = sorted(k for k in ADAPTER_KINDS if k != "none")
+#: the methods that are one linear kind alone (no bias, gamma or norms), one per kind
+KIND_METHODS: list[str] = [n for n, c in METHODS.items()
+                           if c.get("linear") and not (c.get("bias") or c.get("gamma") or c.get("norms"))]
 
 
 def spec_of(name: str) -> MethodSpec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def write_food101(root: Path, *, classes: tuple[str, ...] = ("apple_pie", "ramen
     return Path(root)
 
 
-def write_tiny_vae(directory: Path) -> Path:
+def write_tiny_vae(directory: Path | str) -> Path:
     """A random diffusers AutoencoderKL (2x downsampling, 4 latent channels) saved as diffusers
     saves one (config.json + weights), so the VAE part loads it like sd-vae-ft-ema."""
     import torch
@@ -84,3 +85,25 @@ def write_tiny_vae(directory: Path) -> Path:
                   up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8,
                   layers_per_block=1, sample_size=16, mid_block_add_attention=False).save_pretrained(directory)
     return Path(directory)
+
+
+def write_metamath_twin(home: Path, count: int = 80) -> Path:
+    """``MetaMathQA-395K.json`` (synthetic problems of all four types, MetaMathQA's record format),
+    ``gsm8k_test.jsonl`` (GSM8K's ``question`` / ``answer ... #### X``) and ``tokenizer/``: a byte-level
+    BPE trained on the json and written with ``save_pretrained``, so the task's real
+    ``pretrained_tokenizer`` path loads it as it would LLaMA-2's local directory."""
+    from onelora.data.synthetic.math import problems
+    from onelora.data.tokenizers import trained_tokenizer
+
+    home = Path(home)
+    if (home / "tokenizer" / "tokenizer_config.json").is_file():
+        return home
+    home.mkdir(parents=True, exist_ok=True)
+    records = problems(["add", "sub", "mul", "two_step"], count, seed=7)
+    (home / "MetaMathQA-395K.json").write_text(json.dumps(records))
+    gsm8k = [{"question": r["query"], "answer": r["response"].replace("The answer is: ", "#### ")}
+             for r in problems(["add", "mul"], 4, seed=8)]
+    (home / "gsm8k_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gsm8k))
+    tokenizer = trained_tokenizer(home / "MetaMathQA-395K.json", home / ".tokenizer_cache", vocab_size=320)
+    tokenizer.save_pretrained(str(home / "tokenizer"))
+    return home

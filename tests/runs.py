@@ -43,69 +43,106 @@ def results(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "results.json").read_text())
 
 
+def is_recipe(task: str) -> bool:
+    """A task that reads a dataset it does not pick (``task.dataset: ???``): task=depth, task=classification."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.load(CONF / "task" / f"{task}.yaml").get("task")
+    return node is not None and "dataset" in node.keys() and OmegaConf.is_missing(node, "dataset")
+
+
+def task_choice(task: str) -> list[str]:
+    """``task=<task>``, and for a recipe the dataset and model of the first named task that uses it
+    (task=depth -> dataset=diode_outdoor model=depth_anything_l_metric_outdoor, as kitti_to_diode_outdoor)."""
+    from omegaconf import OmegaConf
+
+    if not is_recipe(task):
+        return [f"task={task}"]
+    for path in sorted((CONF / "task").glob("*.yaml")):
+        defaults = OmegaConf.load(path).get("defaults") or []
+        if task in defaults:
+            picks = [f"{k.split()[-1].lstrip('/')}={v}" for d in defaults if OmegaConf.is_dict(d) for k, v in d.items()
+                     if k.split()[-1].lstrip("/") in ("dataset", "model")]
+            return [f"task={task}", *picks]
+    raise AssertionError(f"no named task uses the recipe {task}")
+
+
 # the tiny twins (conf/twin/<task>.yaml): the task's code paths at test size
 CIFAR_TINY = ("task=cifar10", "+twin=cifar10")
 DIGITS_FAST = ("+twin=digits",)
 
 
-#: tasks whose twins are one shared file (a sweep over several of them uses that one)
-SHARED_TWINS = {
-    "nyu_to_kitti": "depth", "kitti_to_nyu": "depth", "kitti_to_diode_outdoor": "depth", "nyu_to_diode_outdoor": "depth",
-    "depth_mini": "depth_mini", "depth_mini_outdoor_to_indoor": "depth_mini",
-}
+def twin_block(task: str) -> dict:
+    """The ``twin`` block of conf/twin/<task>.yaml (with the files it extends), as written."""
+    from omegaconf import OmegaConf
+
+    def load(name: str):
+        own = OmegaConf.load(CONF / "twin" / f"{name}.yaml")
+        parents = [p for p in (own.get("defaults") or []) if isinstance(p, str) and p != "_self_"]
+        return OmegaConf.merge(*(load(p) for p in parents), own)
+
+    return OmegaConf.to_container(load(task).get("twin") or OmegaConf.create({}))
 
 
-def twin(task: str, data_dir: Path) -> list[str]:
-    """Overrides that run ``task`` as its tiny twin, with the twin's data written under ``data_dir``
-    in the dataset's real on-disk layout. Add a case here when a task needs data written.
+def write_twin_data(task: str, data_dir: Path) -> None:
+    """Call the twin's ``twin.write`` entries (``_target_`` and keyword arguments, interpolated in
+    the config the twin runs with, e.g. ``${task.data.root}``), once per ``data_dir``."""
+    from hydra.utils import instantiate
 
-    ``task`` may be a comma-separated sweep ("kitti_to_nyu,nyu_to_kitti") of tasks sharing one twin."""
-    from depth_twins import TARGETS, write_depth_twin
-    from fakes import write_cifar, write_food101, write_tiny_vae
+    marker = Path(data_dir) / "twin" / f".{task}.written"
+    if not twin_block(task).get("write") or marker.is_file():
+        return
+    cfg = config(Path(data_dir) / ".compose", f"task={task}", f"+twin={task}", f"paths.data_dir={data_dir}")
+    for call in cfg.twin.write.values():
+        instantiate(call)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
 
+
+def twin(task: str, data_dir: Path | None = None) -> list[str]:
+    """Overrides that run ``task`` as its tiny twin (conf/twin/<task>.yaml). Its ``twin`` block says
+    what comes first: ``write``, the calls that write the twin's data in the dataset's real layout
+    (under ``data_dir``, given as ``paths.data_dir``: also where a twin's generator writes), and
+    ``shared``, the twin file a sweep over several tasks runs on. No task is named here.
+
+    ``task`` may be a comma-separated sweep ("a,b") of tasks sharing one twin."""
     tasks = task.split(",")
+    name = task
     if len(tasks) > 1:
-        shared = {SHARED_TWINS.get(t) for t in tasks}
+        shared = {twin_block(t).get("shared") for t in tasks}
         assert len(shared) == 1 and None not in shared, f"tasks {tasks} share no twin"
-        for name in tasks:
-            twin(name, data_dir)
-        return [f"task={task}", f"+twin={shared.pop()}", f"paths.data_dir={data_dir}"]
-    if task in ("cifar10", "cifar100"):
-        classes = 10 if task == "cifar10" else 100
-        write_cifar(data_dir / "twin" / task, classes=classes)
-        return [f"task={task}", f"+twin={task}", f"paths.data_dir={data_dir}"]
-    if task in TARGETS:
-        write_depth_twin(task, data_dir / "twin" / task)
-    if task in SHARED_TWINS:  # depth: the twin's data (or the synthetic generator's) under data_dir
-        return [f"task={task}", f"+twin={task}", f"paths.data_dir={data_dir}"]
-    if task == "food101_generation":  # Food-101 as it ships, and a tiny random VAE in diffusers' format
-        home = data_dir / "twin" / task
-        if not (home / "vae" / "config.json").is_file():
-            write_food101(home)
-            write_tiny_vae(home / "vae")
-        return [f"task={task}", f"+twin={task}", f"paths.data_dir={data_dir}"]
-    if task == "metamath":  # MetaMathQA's json, GSM8K's test jsonl and a tokenizer directory
-        write_metamath_twin(data_dir / "twin" / task)
-        return [f"task={task}", f"+twin={task}", f"paths.data_dir={data_dir}"]
-    return [f"task={task}", f"+twin={task}"]
+        name = shared.pop()
+    if data_dir is None:
+        assert not any(twin_block(t).get("write") for t in tasks), f"the twin of {task} writes data: give a data_dir"
+        return [f"task={task}", f"+twin={name}"]
+    for t in tasks:
+        write_twin_data(t, data_dir)
+    return [f"task={task}", f"+twin={name}", f"paths.data_dir={data_dir}"]
 
 
-def write_metamath_twin(home: Path, count: int = 80) -> Path:
-    """``MetaMathQA-395K.json`` (synthetic problems of all four types, MetaMathQA's record format),
-    ``gsm8k_test.jsonl`` (GSM8K's ``question`` / ``answer ... #### X``) and ``tokenizer/``: a byte-level
-    BPE trained on the json and written with ``save_pretrained``, so the task's real
-    ``pretrained_tokenizer`` path loads it as it would LLaMA-2's local directory."""
-    from onelora.data.synthetic.math import problems
-    from onelora.data.tokenizers import trained_tokenizer
+def unprivileged_prefix() -> list[str]:
+    """A command prefix under which file permissions apply as they do to an ordinary user: nothing
+    for a non-root user; for root, ``setpriv`` without the capabilities that bypass permissions
+    (root still owns root's files: a test makes the files another user's with ``chown``). Skips the
+    test where neither is possible."""
+    import shutil
 
-    if (home / "tokenizer" / "tokenizer_config.json").is_file():
-        return home
-    home.mkdir(parents=True, exist_ok=True)
-    records = problems(["add", "sub", "mul", "two_step"], count, seed=7)
-    (home / "MetaMathQA-395K.json").write_text(json.dumps(records))
-    gsm8k = [{"question": r["query"], "answer": r["response"].replace("The answer is: ", "#### ")}
-             for r in problems(["add", "mul"], 4, seed=8)]
-    (home / "gsm8k_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gsm8k))
-    tokenizer = trained_tokenizer(home / "MetaMathQA-395K.json", home / ".tokenizer_cache", vocab_size=320)
-    tokenizer.save_pretrained(str(home / "tokenizer"))
-    return home
+    import pytest
+
+    if os.geteuid() != 0:
+        return []
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--inh-caps=-all", "--"]
+    if shutil.which("setpriv") is None or subprocess.run([*prefix, "true"], capture_output=True).returncode != 0:
+        pytest.skip("running as root without setpriv (util-linux) to drop the permission-bypassing capabilities")
+    return prefix
+
+
+def make_foreign(path: Path, *, writable: bool = False) -> None:
+    """``path`` (a tree) as another user left it with umask 0022 (files 644, folders 755), or, run
+    as an ordinary user, the same tree with every write bit removed (``writable``: folders 777)."""
+    folders = 0o777 if writable else 0o755 if os.geteuid() == 0 else 0o555
+    files = 0o644 if os.geteuid() == 0 else 0o444
+    for item in [Path(path), *Path(path).rglob("*")]:
+        if os.geteuid() == 0:
+            os.chown(item, 65534, 65534)  # nobody
+        os.chmod(item, folders if item.is_dir() else files)

@@ -96,6 +96,27 @@ def test_load_into_other_method_errors(tmp_path):
         load_adapter(tmp_path / "r", other)
 
 
+def test_an_adapter_loads_across_implementations_of_the_same_update(tmp_path):
+    """main: "model is adapted with 'onelora', the checkpoint holds 'onelora'" for a fused adapter
+    loaded into a model injected with impl=autograd: both compute W0 x + b sum(x) from the same b."""
+    model = trained("onelora")
+    assert model.onelora_method.options.get("impl", "fused") == "fused"
+    save_adapter(tmp_path, model)
+    other = tiny_vit()
+    inject(other, {"name": "onelora", "linear": "onelora", "options": {"impl": "autograd"}}, head=HEAD)
+    load_adapter(tmp_path, other)
+    assert all(layer.impl == "autograd" for _, layer in adapted_layers(other))
+    x = images()
+    with torch.no_grad():
+        torch.testing.assert_close(other(x), model(x))
+    # an option that changes the update is named, with both values
+    save_adapter(tmp_path / "r1", trained("lora"))
+    wider = tiny_vit()
+    inject(wider, {"name": "lora", "linear": "lora", "options": {"r": 2, "alpha": 1.0}}, head=HEAD)
+    with pytest.raises(AdapterConfigError, match=r"differ in method\.options\.r: 2 vs 1 \(model vs checkpoint\)"):
+        load_adapter(tmp_path / "r1", wider)
+
+
 def test_onelora_random_vector_travels_with_adapter(tmp_path):
     model = trained("onelora_random")
     with torch.no_grad():  # a vector no generator would give: the load must take it from the file
@@ -204,3 +225,38 @@ def test_merged_model_is_refused(tmp_path):
     merge(fresh)
     with pytest.raises(AdapterConfigError, match="merged; call unmerge"):
         load_adapter(tmp_path, fresh)
+
+
+@pytest.mark.parametrize("method,option,values", [
+    ("onelora", "impl", ("fused", "autograd")),
+    ("onelora_random", "impl", ("fused", "autograd")),
+    ("onelora+bias+gamma", "impl", ("fused", "autograd")),
+    ("dora", "keep_output", (False, True)),
+])
+def test_checkpoints_load_into_either_way_of_computing(method, option, values, tmp_path):
+    """An adapter saved with ``impl=fused`` loads into ``impl=autograd`` and back (DoRA: with and
+    without ``keep_output``): those options change how a layer computes, not what it stores. Both
+    give the saved model's outputs, merged or not."""
+    from onelora.adapters import MethodSpec, merge
+
+    x = images()
+    for saved_value, loaded_value in (values, values[::-1]):
+        spec = {"name": method, **METHODS[method]}
+        spec["options"] = {**spec.get("options", {}), option: saved_value}
+        model = tiny_vit()
+        inject(model, MethodSpec.from_config(spec), head=HEAD)
+        perturb(model)
+        with torch.no_grad():
+            expected = model(x)
+        save_adapter(tmp_path / str(saved_value), model)
+        fresh = tiny_vit()
+        inject(fresh, MethodSpec.from_config({**spec, "options": {**spec["options"], option: loaded_value}}), head=HEAD)
+        load_adapter(tmp_path / str(saved_value), fresh)
+        with torch.no_grad():
+            torch.testing.assert_close(fresh(x), expected, rtol=1e-5, atol=1e-5)
+            merge(fresh)
+            torch.testing.assert_close(fresh(x), expected, rtol=1e-5, atol=1e-5)
+    other = tiny_vit()
+    inject(other, MethodSpec.from_config({**spec, "bias": not spec.get("bias")}), head=HEAD)
+    with pytest.raises(AdapterConfigError, match=r"differ in method\.bias: "):
+        load_adapter(tmp_path / str(values[0]), other)

@@ -28,11 +28,10 @@ from onelora.adapters import (
 from onelora.adapters.mora import mora_size
 from onelora.adapters.onelora import OneLoRALinear, RandomOneLoRALinear, _OneLoRAFunction
 
-from adapter_cases import HEAD, METHODS, spec_of, tiny_llama, tiny_vit
+from adapter_cases import HEAD, KIND_METHODS, LINEAR_KINDS, METHODS, PER_LAYER, per_layer, spec_of, tiny_llama, tiny_vit
 
-LINEAR_KINDS = ["onelora", "onelora_random", "lora", "vera", "dora", "mora1", "mora6"]
-
-# the tensors each kind adds to a layer that must be trainable
+# the tensors each of the paper's kinds adds to a layer that must be trainable (a kind not listed
+# here: the tensors its class declares, ``adapter_tensor_names``)
 OWN_PARAMS = {
     "onelora": ["onelora_b"],
     "onelora_random": ["onelora_b"],
@@ -67,19 +66,19 @@ def rhat_paper(out_features: int, mora_type: int) -> int:
     return rhat // 2 * 2 if mora_type == 6 else rhat
 
 
-def expected_layer_params(cfg: dict, k: int, d: int) -> int:
-    """Trainable parameters one target layer gets, from the paper's formulas (r = 1)."""
-    n = {
-        None: 0,
-        "onelora": d,
-        "onelora_random": d,
-        "lora": k + d,
-        "vera": 1 + d,
-        "dora": k + 2 * d,
-        "mora1": rhat_paper(d, 1) ** 2,
-        "mora6": rhat_paper(d, 6) ** 2,
-    }[cfg.get("linear")]
-    return n + d * bool(cfg.get("bias")) + d * bool(cfg.get("gamma"))
+def expected_layer_params(method: str, k: int, d: int) -> int:
+    """Trainable parameters one target layer gets: the paper's count as the method's YAML states
+    it (``describe.per_layer``; r = 1)."""
+    return per_layer(PER_LAYER[method], k, d)
+
+
+def expected_added_params(method: str, k: int, d: int) -> int:
+    """Parameters the method adds to a target layer that has a bias (BitFit trains that bias)."""
+    return expected_layer_params(method, k, d) - d * bool(METHODS[method].get("bias"))
+
+
+def own_params(kind: str | None) -> list[str]:
+    return OWN_PARAMS.get(kind, list(ADAPTER_KINDS[kind].adapter_tensor_names) if kind else [])
 
 
 def expected_trainable(method: str, original: nn.Module) -> set[str]:
@@ -90,7 +89,7 @@ def expected_trainable(method: str, original: nn.Module) -> set[str]:
     names = {"head.weight", "head.bias"}
     if cfg.get("linear") or cfg.get("bias") or cfg.get("gamma"):
         for layer, _ in target_linears(original):
-            names |= {f"{layer}.{p}" for p in OWN_PARAMS.get(cfg.get("linear"), [])}
+            names |= {f"{layer}.{p}" for p in own_params(cfg.get("linear"))}
             if cfg.get("bias"):
                 names.add(f"{layer}.base_layer.bias")
             if cfg.get("gamma"):
@@ -138,13 +137,13 @@ def test_parameter_report_matches_formula(method):
     if cfg.get("full"):
         expected_adapter = total_original - head
     else:
-        expected_adapter = sum(expected_layer_params(cfg, m.in_features, m.out_features) for _, m in target_linears(original))
+        expected_adapter = sum(expected_layer_params(method, m.in_features, m.out_features) for _, m in target_linears(original))
         if cfg.get("norms"):
             expected_adapter += sum(p.numel() for _, p in norm_params(original))
     assert report.adapter_params == expected_adapter
     for name, layer in adapted_layers(model):  # and layer by layer
         own = sum(p.numel() for p in layer.parameters() if p.requires_grad)
-        assert own == expected_layer_params(cfg, layer.in_features, layer.out_features), name
+        assert own == expected_layer_params(method, layer.in_features, layer.out_features), name
     assert report.head_params == head
     assert report.trainable_params == expected_adapter + head
     assert report.trainable_params == sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -152,21 +151,25 @@ def test_parameter_report_matches_formula(method):
     assert report.adapted_layers == (len(target_linears(original)) if wraps else 0)
     # the total counts each tensor once: the frozen model plus what the method adds
     added = sum(
-        expected_layer_params({**cfg, "bias": False}, m.in_features, m.out_features) for _, m in target_linears(original)
+        expected_added_params(method, m.in_features, m.out_features) for _, m in target_linears(original)
     ) if wraps else 0
     assert report.total_params == total_original + added
 
 
 def test_report_formulas_on_concrete_numbers():
-    """Guard the formula helper itself with hand-computed values for the tiny ViT."""
+    """Guard the YAMLs' formulas (``describe.per_layer``) with hand-computed values for the tiny ViT."""
     # layers per block: qkv 32->96, proj 32->32, fc1 32->64, fc2 64->32; 2 blocks
     shapes = [(32, 96), (32, 32), (32, 64), (64, 32)] * 2
     d = sum(o for _, o in shapes)
     assert d == 448
-    assert sum(expected_layer_params(METHODS["lora"], k, o) for k, o in shapes) == 448 + 2 * (32 + 32 + 32 + 64)
-    assert sum(expected_layer_params(METHODS["mora1"], k, o) for k, o in shapes) == 2 * (10**2 + 6**2 + 8**2 + 6**2)
-    assert sum(expected_layer_params(METHODS["mora6"], k, o) for k, o in shapes) == 2 * (10**2 + 6**2 + 8**2 + 6**2)
+    assert sum(expected_layer_params("lora", k, o) for k, o in shapes) == 448 + 2 * (32 + 32 + 32 + 64)
+    assert sum(expected_layer_params("mora1", k, o) for k, o in shapes) == 2 * (10**2 + 6**2 + 8**2 + 6**2)
+    assert sum(expected_layer_params("mora6", k, o) for k, o in shapes) == 2 * (10**2 + 6**2 + 8**2 + 6**2)
     assert rhat_paper(30, 1) == 5 and rhat_paper(30, 6) == 4
+    for kind, n in (("mora1", 1), ("mora6", 6)):  # MoRA's sizes, one layer width after another
+        assert all(expected_layer_params(kind, 8, d) == rhat_paper(d, n) ** 2 for d in range(1, 300))
+    assert [expected_layer_params(m, 32, 96) for m in ("onelora", "vera", "dora", "bitfit", "difffit", "onelora+bias+gamma")] \
+        == [96, 97, 32 + 192, 96, 192, 288]
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -491,7 +494,8 @@ def _plain_dora_grads(lay: nn.Module, x: torch.Tensor, weights: torch.Tensor) ->
 def test_dora_fused_gradients_and_what_backward_keeps(keep_output, zero_row):
     """The fused DoRA function gives plain autograd's gradients (a zero magnitude row included). By
     default it keeps x and ``A x`` for backward, never an output-sized tensor; ``keep_output`` keeps
-    the output instead of recomputing it, unless a zero magnitude makes the output lose a row."""
+    the output instead of recomputing it; rows of zero magnitude (the output lost them) are
+    recomputed from x."""
     torch.manual_seed(0)
     lay = ADAPTER_KINDS["dora"](nn.Linear(6, 5).double(), r=2, alpha=2.0, keep_output=keep_output)
     perturb(lay)
@@ -513,7 +517,7 @@ def test_dora_fused_gradients_and_what_backward_keeps(keep_output, zero_row):
         y = lay(x)
     params = {p.data_ptr() for p in lay.parameters()}
     kept = [tuple(t.shape) for t in saved if t.data_ptr() not in params]
-    assert ((3, 4, 5) in kept) == (keep_output and not zero_row), kept
+    assert ((3, 4, 5) in kept) == keep_output, kept
     assert (3, 4, 6) in kept and (3, 4, 2) in kept, kept
 
     grads = torch.autograd.grad((y * weights).sum(), [lay.lora_A, lay.lora_B, lay.dora_magnitude, lay.base_layer.bias, x])
@@ -607,7 +611,7 @@ def test_mora_size_rules():
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["onelora", "onelora_random", "lora", "vera", "dora", "mora1", "mora6", "difffit", "onelora+bias+gamma+norms"])
+@pytest.mark.parametrize("method", KIND_METHODS + ["difffit", "onelora+bias+gamma+norms"])
 def test_bfloat16(method):
     _, ref, _ = adapted(method)
     perturb(ref, scale=0.1)

@@ -25,9 +25,7 @@ from onelora.adapters import (
     unmerge,
 )
 
-from adapter_cases import HEAD, spec_of, tiny_llama, tiny_vit
-
-LINEAR_KINDS = ["onelora", "onelora_random", "lora", "vera", "dora", "mora1", "mora6"]
+from adapter_cases import HEAD, KIND_METHODS, spec_of, tiny_llama, tiny_vit
 
 
 def images(seed: int = 1) -> torch.Tensor:
@@ -343,7 +341,7 @@ def tiny_gpt2(seed: int = 0):
 GPT2_LAYERS = [f"transformer.h.{i}.{n}" for i in range(2) for n in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")]
 
 
-@pytest.mark.parametrize("method", LINEAR_KINDS + ["difffit", "onelora+bias+gamma+norms"])
+@pytest.mark.parametrize("method", KIND_METHODS + ["difffit", "onelora+bias+gamma+norms"])
 def test_gpt2_conv1d_layers_are_adapted(method):
     from transformers.pytorch_utils import Conv1D
 

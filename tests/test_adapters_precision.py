@@ -18,7 +18,8 @@ from torch.overrides import TorchFunctionMode
 
 from onelora.adapters import ADAPTER_KINDS
 from onelora.adapters.dora import _DoRAFunction
-from onelora.adapters.onelora import _OneLoRAFunction
+from onelora.adapters import onelora as onelora_module
+from onelora.adapters.onelora import ROW_ALIGN, _OneLoRAFunction
 
 KINDS = ["none", "onelora", "onelora_random", "lora", "vera", "dora", "mora1", "mora6"]
 BF16 = torch.bfloat16
@@ -30,8 +31,9 @@ class EmulatedCudaAutocast(TorchFunctionMode):
     """CUDA autocast's casting rules, on the CPU, for the ops the adapters call.
 
     Ops on CUDA's lower-precision list get their float32 / float16 tensor arguments cast to
-    bfloat16, ops on its float32 list get them cast to float32; in-place ops and everything else run
-    as they are, so an in-place matmul with operands of another dtype fails as it does on a GPU.
+    bfloat16, ops on its float32 list get them cast to float32; in-place ops, ``out=`` variants
+    (autocast registers only the functional overloads) and everything else run as they are, so an
+    in-place matmul with operands of another dtype fails as it does on a GPU.
     """
 
     LOWER = {
@@ -61,7 +63,9 @@ class EmulatedCudaAutocast(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in self.LOWER:
+        if "out" in kwargs:
+            pass
+        elif func in self.LOWER:
             args, kwargs = self._cast(args, BF16), {k: self._cast(v, BF16) for k, v in kwargs.items()}
         elif func in self.FP32:
             args, kwargs = self._cast(args, torch.float32), {k: self._cast(v, torch.float32) for k, v in kwargs.items()}
@@ -192,11 +196,13 @@ def _kept(fn) -> list[torch.Tensor]:
     return saved
 
 
-@pytest.mark.parametrize("tokens", [6, 200])  # rank-one term on the activations / folded into the weight
-def test_autocast_keeps_what_bitfit_keeps_plus_one_value_per_token(tokens):
+@pytest.mark.parametrize("in_matmul", [False, True], ids=["cpu", "gpu-path"])
+@pytest.mark.parametrize("tokens", [6, 200])  # without autocast: backward through (g b) c^T / the merged weight
+def test_autocast_keeps_what_bitfit_keeps_plus_one_value_per_token(tokens, in_matmul, monkeypatch):
     """Under bf16 autocast, BitFit's nn.Linear keeps its bf16 weight copy for x's gradient; the
-    fused 1LoRA keeps a copy of that size (the weight, or W + b 1^T) plus one bf16 sum per token;
-    DoRA keeps bf16 activations (x and A x) and no weight copy (it rebuilds the weight in
+    fused 1LoRA keeps a copy of that size plus one bf16 sum per token (on an accelerator, where the
+    sums come from the matmul, the copy is ``[W + b 1^T; 1^T; 0]``: 8 rows more; played here on the
+    CPU); DoRA keeps bf16 activations (x and A x) and no weight copy (it rebuilds the weight in
     backward, as without autocast)."""
     x = torch.randn(tokens, 32, requires_grad=True)
     bitfit = make_layer("none", train_bias=True)
@@ -206,13 +212,16 @@ def test_autocast_keeps_what_bitfit_keeps_plus_one_value_per_token(tokens):
     bitfit_bytes = sum(t.numel() * t.element_size() for t in kept_bitfit if t.data_ptr() not in params)
     assert bitfit_bytes == 24 * 32 * 2  # the bf16 weight copy
 
+    monkeypatch.setattr(onelora_module, "sums_in_matmul", lambda device: in_matmul)
     one = make_layer("onelora", train_bias=True)
     with torch.autocast("cpu", dtype=BF16):
         kept = _kept(lambda: one(x))
-        assert one(x).grad_fn.kept_merged == (tokens == 200)
+        assert one(x).grad_fn.kept_merged == in_matmul
     params = {p.data_ptr() for p in one.parameters()}
     extra = [t for t in kept if t.data_ptr() not in params]
-    assert sorted((tuple(t.shape), t.dtype) for t in extra) == sorted([((tokens,), BF16), ((24, 32), BF16)])
+    rows = 32 if in_matmul else 24  # round_up(24 + 1, ROW_ALIGN)
+    assert ROW_ALIGN == 8
+    assert sorted((tuple(t.shape), t.dtype) for t in extra) == sorted([((tokens,), BF16), ((rows, 32), BF16)])
     without = _kept(lambda: one(x))  # and without autocast: the weight itself, no copy
     assert [tuple(t.shape) for t in without if t.data_ptr() not in params] == [(tokens,)]
 
@@ -275,12 +284,15 @@ def test_fused_functions_under_emulated_cuda_autocast(kind, options, tokens):
             assert cosine(direct[index], g32[name]) > 0.99, f"{name} (direct backward)"
 
 
+@pytest.mark.parametrize("in_matmul", [False, True], ids=["cpu", "gpu-path"])
 @pytest.mark.parametrize("tokens", [4, 64])
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("random_c", [False, True])
-def test_onelora_function_with_bf16_input_and_fp32_weights(with_bias, random_c, tokens):
-    """What CUDA autocast hands a function that casts only its input: bf16 x, float32 parameters
-    (few tokens: the rank-one term on the activations; many: folded into the cast weight)."""
+def test_onelora_function_with_bf16_input_and_fp32_weights(with_bias, random_c, tokens, in_matmul, monkeypatch):
+    """What CUDA autocast hands a function that casts only its input: bf16 x, float32 parameters.
+    ``gpu-path``: as on an accelerator, the rank-one term folded into the cast weight and the sums
+    from its extra row (forced on the CPU), also under CUDA's casting rules."""
+    monkeypatch.setattr(onelora_module, "sums_in_matmul", lambda device: in_matmul)
     torch.manual_seed(0)
     x = torch.randn(tokens, 16)
     weight, b = torch.randn(12, 16), torch.randn(12, requires_grad=True)
@@ -290,7 +302,7 @@ def test_onelora_function_with_bf16_input_and_fp32_weights(with_bias, random_c, 
 
     x16 = x.to(BF16).requires_grad_(True)
     y = _OneLoRAFunction.apply(x16, weight, bias, b, c)
-    assert y.dtype == BF16 and y.grad_fn.kept_merged == (tokens == 64)
+    assert y.dtype == BF16 and y.grad_fn.kept_merged == in_matmul
     expected = x @ weight.T + (0 if bias is None else bias) + (x @ cc)[..., None] * b
     assert_bf16_close(y, expected.detach(), "output")
     for mode in (None, EmulatedCudaAutocast()):

@@ -105,7 +105,7 @@ def test_autocast_runs(quick_run):
     assert {r["model"] for r in records} == {"vit_micro"}  # the quick profile runs one model under autocast
     for model in ("vit_micro",):
         by = {r["key"]: r for r in records if r["model"] == model}
-        assert set(by) == {"frozen", "bitfit", "onelora", "lora", "dora", "peft_lora"}
+        assert set(by) == {"frozen", "bitfit", "onelora", "onelora_listing", "lora", "dora", "peft_lora"}
         assert all(r["autocast"] == "bfloat16" and r["dtype"] == "float32" for r in by.values())
         one, bit = by["onelora"], by["bitfit"]
         assert bit["saved_bytes_vs_bitfit"] == 1.0 and one["step_time_ms_vs_bitfit"] > 0
@@ -149,3 +149,26 @@ def test_saved_tensor_counter_counts_storages_once_and_skips_parameters():
     assert stats.packed_bytes == stats.saved_bytes + 4 * 8 * 4  # the dead graph's exp output
     y.backward()
     assert x.grad is not None
+
+
+@pytest.mark.slow
+def test_compiled_variants_run_beside_eager(tmp_path):
+    """``--compile``: each chosen method (and BitFit, the reference) also runs compiled, in the same
+    rounds; its ratios are to the compiled BitFit and to its own eager run, with their own targets.
+    (Dynamo's ``eager`` backend keeps the test fast; the bench's default is Inductor.)"""
+    cli.main(["--quick", "--out", str(tmp_path), "--models", "vit", "--groups", "main", "--methods", "onelora",
+              "--compile", "--compile-methods", "onelora", "--compile-backend", "eager"])
+    records = json.loads((tmp_path / "bench.json").read_text())
+    by = {r["key"]: r for r in records}
+    assert set(by) == {"frozen", "bitfit", "onelora", "bitfit@compiled", "onelora@compiled"}
+    one, bit = by["onelora@compiled"], by["bitfit@compiled"]
+    assert one["variant"] == "compiled" and by["onelora"]["variant"] == "eager" and one["method"] == "onelora"
+    assert one["compile_s"] > 0 and by["onelora"]["compile_s"] is None and one["rounds"] == by["onelora"]["rounds"]
+    assert one["step_time_ms_vs_bitfit"] == pytest.approx(one["step_time_ms"] / bit["step_time_ms"])
+    assert one["step_time_ms_vs_eager"] == pytest.approx(one["step_time_ms"] / by["onelora"]["step_time_ms"])
+    assert one["saved_bytes"] > 0 and bit["saved_bytes_vs_bitfit"] == 1.0
+    meta = json.loads((tmp_path / "bench_meta.json").read_text())
+    assert meta["compile"] == {"backend": "eager"}
+    assert {"vit_micro@2", "vit_micro@2+compiled"} <= set(meta["targets"])
+    md = (tmp_path / "bench.md").read_text()
+    assert "Compiled (`torch.compile`) against eager" in md and "Targets (compiled)" in md

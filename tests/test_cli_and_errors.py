@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import pytest
 
+from onelora.methods import method_files
 from fakes import write_cifar
-from runs import CIFAR_TINY, CONF, config, run_cli, run_inprocess
+from runs import CIFAR_TINY, CONF, config, is_recipe, run_cli, run_inprocess, task_choice
 
-METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
+METHODS = method_files()
 TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
 
 
 def test_help_lists_the_config_groups_and_their_options(tmp_path):
     out = run_cli(tmp_path, "--help").stdout
-    for group in ("method", "model", "task", "trainer", "logger"):
+    for group in ("method", "model", "task", "dataset", "trainer", "logger"):
         assert f"{group}:" in out
-    for option in ("onelora", "lora", "vera", "dora", "mora1", "vit_base", "cifar100", "digits"):
+    for option in ("onelora", "lora", "vera", "dora", "mora1", "vit_base", "cifar100", "digits", "kitti", "nyu_to_kitti"):
         assert option in out
 
 
@@ -36,18 +37,20 @@ def test_every_method_composes_with_every_task(tmp_path, task):
     from onelora.runner import run
     from onelora.settings import RunSettings
 
+    chosen = task_choice(task)  # a recipe (task=depth) with the dataset and model of a task that uses it
     for method in METHODS:
         try:
-            out = run(config(tmp_path, f"task={task}", f"method={method}", "mode=count"))
+            out = run(config(tmp_path, *chosen, f"method={method}", "mode=count"))
         except AdapterConfigError as err:  # DiT's LayerNorms carry no parameters: nothing to train
             assert "trains norms, but DiT has none" in str(err), err
-            assert RunSettings.from_config(config(tmp_path, f"task={task}", f"method={method}")).method.norms
+            assert RunSettings.from_config(config(tmp_path, *chosen, f"method={method}")).method.norms
             continue
         # 'none' on a model that gets no new head trains nothing: it is an evaluation (mode=eval)
         mode = ["mode=eval"] if method == "none" and out["head_params"] == 0 else []
-        cfg = config(tmp_path, f"task={task}", f"method={method}", *mode)
+        cfg = config(tmp_path, *chosen, f"method={method}", *mode)
         settings = RunSettings.from_config(cfg)
-        assert cfg.task.name == task and settings.lr > 0
+        # a recipe's runs are named after their dataset, a named task's after itself
+        assert cfg.task.name == (cfg.task.dataset.name if is_recipe(task) else task) and settings.lr > 0
         if method == "none":  # nothing but a task head the model gets new (a classifier's, DiT's class table)
             assert out["adapter_params"] == 0
         elif method == "head":  # the head, or where the model keeps its own output, the probe modules
@@ -80,6 +83,12 @@ def test_the_count_command_prints_one_json_line(tmp_path):
         ("method=lora_qkv task=cifar10 model=tiny_vit", None),  # composes: tiny_vit defines qkv
         ("method.targets=attention_only", "method.targets"),
         ("trainer.devices=3", "task.batch_size"),
+        ("trainer.precision=nonsense", "trainer.precision"),  # main: Lightning's ValueError at Trainer()
+        ("trainer.precision=16-mixed", None),
+        ("torch_threads=-1", "torch_threads"),  # main: torch's RuntimeError
+        ("resume=maybe", "resume"),  # main: a truthy string, accepted silently
+        ("task=cifar10 +twin=cifar10 task.data.num_workers=-1", "task.data.num_workers"),  # main: the DataLoader's ValueError, after pre-training
+        ("logger=wandb logger.wandb.mode=bogus", "logger.wandb.mode"),
     ],
 )
 def test_bad_values_fail_fast_naming_the_key(tmp_path, override, key):
@@ -92,6 +101,50 @@ def test_bad_values_fail_fast_naming_the_key(tmp_path, override, key):
         return
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         RunSettings.from_config(cfg)
+
+
+def test_a_bad_precision_lists_the_allowed_values(tmp_path):
+    from onelora.config import ConfigError
+    from onelora.settings import RunSettings
+
+    with pytest.raises(ConfigError) as err:
+        RunSettings.from_config(config(tmp_path, "trainer.precision=nonsense"))
+    assert str(err.value).startswith("trainer.precision: must be one of ")
+    assert "32-true" in str(err.value) and "bf16-mixed" in str(err.value) and str(err.value).endswith("got 'nonsense'")
+
+
+def test_transformer_engine_precision_needs_its_package(tmp_path):
+    """main: ModuleNotFoundError from Lightning when the trainer was built."""
+    import importlib.util
+
+    from onelora.config import ConfigError
+    from onelora.settings import RunSettings
+
+    if importlib.util.find_spec("transformer_engine") is not None:
+        pytest.skip("Transformer Engine is installed here")
+    with pytest.raises(ConfigError, match="trainer.precision: 'transformer-engine' needs NVIDIA Transformer Engine"):
+        RunSettings.from_config(config(tmp_path, "trainer.precision=transformer-engine"))
+
+
+def test_wandb_online_without_a_login_says_how_to_log_in(tmp_path, monkeypatch):
+    """main: wandb's UsageError traceback when the trainer was built (after data, weights, pre-training)."""
+    from onelora.config import ConfigError
+    from onelora.settings import RunSettings
+
+    for name in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc, no wandb settings
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    online = ("logger=wandb", "logger.wandb.mode=online")
+    with pytest.raises(ConfigError) as err:
+        RunSettings.from_config(config(tmp_path, *online))
+    assert str(err.value) == (
+        "logger.wandb.mode: 'online' needs a W&B login and none was found: run `wandb login` once (or set "
+        "WANDB_API_KEY), or leave logger.wandb.mode at its default, offline (runs land in the run dir; `wandb sync` "
+        "them later)")
+    RunSettings.from_config(config(tmp_path, "logger=wandb"))  # offline, the default: no login needed
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    RunSettings.from_config(config(tmp_path, *online))
 
 
 def test_gpu_trainer_without_a_gpu_says_so(tmp_path):

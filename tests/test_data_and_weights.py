@@ -140,6 +140,53 @@ def test_a_damaged_weights_file_names_the_file(tmp_path):
             load_state(str(tmp_path / name))
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "wrong keys", "wrong size", "meta"])
+def test_a_damaged_cifar_file_is_named_when_checksums_are_off(tmp_path, damage):
+    """main, with task.data.verify_checksums=false: a bare UnpicklingError / KeyError: 'data'."""
+    import pickle
+
+    from onelora.data.errors import DamagedDataError
+    from onelora.data.torchvision_sets import TorchvisionClassificationDataModule
+
+    root = write_cifar(tmp_path / "c10")
+    base = root / "cifar-10-batches-py"
+    bad = base / ("batches.meta" if damage == "meta" else "data_batch_4")
+    if damage == "truncated":
+        bad.write_bytes(bad.read_bytes()[:3000])
+    elif damage in ("garbage", "meta"):
+        bad.write_bytes(b"not a pickle at all")
+    elif damage == "wrong keys":
+        bad.write_bytes(pickle.dumps({"images": [], "labels": []}))
+    else:  # images of another size
+        bad.write_bytes(pickle.dumps({"data": [[0] * 100] * 2, "labels": [0, 1]}))
+    data = TorchvisionClassificationDataModule("cifar10", str(root), num_workers=0, val_size=5, verify_checksums=False)
+    with pytest.raises(DamagedDataError) as err:
+        data.prepare_data()
+    message = str(err.value)
+    assert message.startswith(f"dataset cifar10: {bad} is damaged or not a CIFAR10 file in torchvision's python format (")
+    assert "task.data.download=true" in message and "task.data.verify_checksums=true" in message
+    if damage == "wrong keys":
+        assert "no 'data' entry (it has ['images', 'labels'])" in message
+
+
+def test_a_damaged_weights_file_in_a_weights_directory_names_the_file(tmp_path):
+    """main: a bare SafetensorError ("invalid header length") from transformers' from_pretrained."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from onelora.models import build_model
+    from onelora.models.weights import UnreadableWeightsError
+
+    arch = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64,
+            "image_size": 32, "patch_size": 8}
+    ViTForImageClassification(ViTConfig(**arch, num_labels=3)).save_pretrained(tmp_path / "vit")
+    weights = tmp_path / "vit" / "model.safetensors"
+    cfg = {"builder": "hf_vit", "pretrained": str(tmp_path / "vit"), "arch": arch}
+    for cut in (4000, weights.stat().st_size - 1):  # a cut header, cut data
+        weights.write_bytes(weights.read_bytes()[:cut])
+        with pytest.raises(UnreadableWeightsError, match=f"cannot read the weights file {weights} .*damaged"):
+            build_model(cfg, num_classes=3, load_weights=True)
+
+
 def test_training_checkpoint_wrappers_are_unwrapped(tmp_path):
     from onelora.models.weights import load_state
 

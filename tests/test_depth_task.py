@@ -140,3 +140,45 @@ def test_depth_mini_config_counts_and_steps_fast(tmp_path):
         cpu.append(time.process_time() - start)
     assert module(batch["image"][:1]).shape == (1, 56, 56)
     assert min(cpu[1:]) < 1.0, cpu  # ~0.25 s CPU with one thread (CPU time: robust to a busy machine)
+
+
+def test_artifacts_save_and_draw_fixed_test_examples(indoor, tmp_path):
+    """The examples a report compares across runs: the same evenly spaced test images, their ground
+    truth, the prediction at the ground truth's resolution (clamped as the metric clamps it), and a
+    figure of RGB | ground truth | prediction | error per image with invalid pixels masked."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from onelora.figures.depth_maps import EXAMPLES_FILE, load_examples, run_figure
+
+    module = DepthModule(tiny_model(), dataset="nyu", eval_crop="eigen", examples=3, **base_kwargs())
+    written = module.artifacts(tmp_path, indoor)
+    assert [p.name for p in written] == ["depth_examples.npz", "depth_examples.png"]
+    ex = load_examples(tmp_path / EXAMPLES_FILE)
+    assert list(ex["indices"]) == [0, 2, 3]  # 3 of the 4 test images, evenly spaced: any run picks these
+    for i, index in enumerate(ex["indices"]):
+        item = indoor.test_set[int(index)]
+        gt = item["depth"][0].numpy()
+        assert ex["depth"][i].shape == gt.shape == ex["pred"][i].shape and ex["rgb"][i].shape == (*gt.shape, 3)
+        np.testing.assert_allclose(ex["depth"][i], gt, rtol=1e-3, atol=1e-3)  # float16
+        with torch.no_grad():
+            module.eval()
+            pred = module(item["image"][None])
+        from onelora.metrics.depth import clamp_prediction, resize_to
+        pred = clamp_prediction(resize_to(pred, gt.shape), 1e-3, 10.0)[0, 0].numpy()
+        np.testing.assert_allclose(ex["pred"][i], pred, rtol=2e-3, atol=2e-3)
+        assert (ex["valid"][i] == ((gt > 1e-3) & (gt < 10.0))).all()
+        assert ex["evaluated"][i].sum() < ex["valid"][i].sum()  # the Eigen crop leaves the border out
+    fig = run_figure(ex, "title")
+    try:
+        images = [ax for ax in fig.axes if ax.images]
+        assert len(images) == 3 * 4  # per image: RGB, ground truth, prediction, error
+        assert [ax.get_title() for ax in images[:4]] == ["RGB", "ground truth", "prediction", "absolute error"]
+        gt_im, pred_im, err_im = (images[k].images[0] for k in (1, 2, 3))
+        assert (np.ma.getmaskarray(gt_im.get_array()) == ~ex["valid"][0]).all()
+        assert (np.ma.getmaskarray(err_im.get_array()) == ~ex["evaluated"][0]).all()
+        assert gt_im.get_clim() == pred_im.get_clim()  # one depth scale per row
+        bars = [ax.get_ylabel() for ax in fig.axes if not ax.images and ax.get_ylabel()]
+        assert bars.count("depth (m)") == 3 and bars.count("|error| (m)") == 3
+    finally:
+        plt.close(fig)

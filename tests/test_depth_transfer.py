@@ -10,16 +10,17 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from onelora.methods import method_files
 from onelora.models import build_model
 from onelora.models.depth_anything import DepthAnything, build_depth_anything
 from onelora.models.weights import MissingWeightsError
-from runs import CONF, config, run_inprocess, twin
+from runs import config, run_inprocess, twin
 
 PAPER_TASKS = ("nyu_to_kitti", "kitti_to_nyu", "kitti_to_diode_outdoor", "nyu_to_diode_outdoor")
 MINI_TASKS = ("depth_mini", "depth_mini_outdoor_to_indoor")
 TINY = {"encoder": "tiny", "embed_dim": 64, "depth": 4, "num_heads": 4, "patch_size": 14, "img_size": 56,
         "features": 16, "out_channels": [8, 16, 32, 32], "max_depth": 10.0}
-METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml") if p.stem != "none")
+METHODS = [m for m in method_files() if m != "none"]
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +105,11 @@ def test_depth_tasks_declare_the_contract(tmp_path, data, task):
     assert (t.family, t.model_kind, cfg.model.kind) == ("depth", "depth", "depth")
     assert settings.task.metric.as_dict() == {"name": "rmse", "direction": "min", "val_key": "val/abs_rel",
                                               "test_key": "test/rmse", "extra": {"abs_rel": "test/abs_rel"}}
-    target_max = {"nyu": 10.0, "kitti": 80.0, "diode_outdoor": 80.0}[t.module.dataset]
-    assert t.model_args.max_depth == target_max
+    layout = t.data.get("dataset", "diode_outdoor")  # the reference's layout the dataset is read in
+    target_max = {"nyu": 10.0, "kitti": 80.0, "diode_outdoor": 80.0}[layout]
+    # the output scale and the metric's range are the target dataset's (conf/dataset/)
+    assert t.model_args.max_depth == t.module.max_depth == t.dataset.max_depth == target_max
+    assert t.module.eval_crop == {"nyu": "eigen", "kitti": "garg", "diode_outdoor": "garg"}[layout]
     rows = load_paper_rows()
     keys = {(norm_key(r.task), norm_key(r.source), norm_key(r.target)) for r in rows.itertuples()}
     ours = tuple(norm_key(t.paper[k]) for k in ("task", "source", "target"))
@@ -121,14 +125,13 @@ def test_depth_tasks_declare_the_contract(tmp_path, data, task):
 def test_the_encoder_trains_at_a_fiftieth_of_the_rate(tmp_path, data):
     """lr_scales: every encoder parameter (adapters included) at lr / 50, the trained output convs at lr."""
     from onelora.contract import build
-    from onelora.runner import prepare_model
+    from onelora.pipeline import prepare_model
     from onelora.settings import RunSettings
 
     settings = RunSettings.from_config(config(tmp_path, *twin("nyu_to_kitti", data), "method=onelora"))
-    model, _, _ = prepare_model(settings, {})
-    module = build(settings.task.cfg.module, "task.module", {}, model=model, optimizer=settings.optimizer(),
-                   scheduler=None, metric=settings.task.metric.as_dict(),
-                   lr_scales=OmegaConf.to_container(settings.task.cfg.lr_scales))
+    model, _, _ = prepare_model(settings)
+    module = build(settings.task.module, "task.module", {}, model=model, optimizer=settings.optimizer(),
+                   scheduler=None, metric=settings.task.metric.as_dict(), lr_scales=settings.task.lr_scales)
     groups = {g["lr_scale"]: g["params"] for g in module.param_groups()}
     names = {id(p): n for n, p in model.named_parameters()}
     assert {names[id(p)].split(".")[0] for p in groups[0.02]} == {"pretrained"}
@@ -184,7 +187,7 @@ def test_a_paper_transfer_runs_on_its_twin_and_lands_in_table_2(tmp_path, data):
     record = run_inprocess(tmp_path, *twin("nyu_to_kitti", data), "method=onelora_bias_gamma_norms",
                            "task.epochs=1")
     assert record["status"] == "completed" and record["trained"] is True
-    assert record["paper"] == {"task": "depth", "source": "NYU", "target": "KITTI"}
+    assert record["paper"] == {"task": "depth", "source": "NYU", "target": "KITTI"} and record["dataset"] == "kitti"
     assert record["metric"]["test"] > 0 and record["metric"]["extra"]["abs_rel"]["test"] > 0
     assert record["params"]["head_params"] == 2_369  # the tiny twin's DPT output convolutions
     real = dict(record, model="depth_anything_l")
@@ -220,5 +223,6 @@ def test_the_pretraining_cache_key_follows_the_source_sets_settings(tmp_path, da
     from onelora.settings import RunSettings
 
     paths = [pretrained_path(RunSettings.from_config(config(tmp_path, *twin("depth_mini", data), *over)))
-             for over in ((), ("+task.pretrain.data.root.n_train=17",))]
+             for over in ((), ("task.pretrain.data.root.n_train=17",), ("task.data.num_workers=2", "paths.data_dir=/x"))]
     assert paths[0] != paths[1]
+    assert paths[0].name == paths[2].name  # places (where the data is, how it is read) are not settings

@@ -18,7 +18,7 @@ from onelora.data.generation import (
     open_food101,
 )
 from onelora.data.latents import LatentDataset, cache_latents, latent_cache_path
-from onelora.metrics.fid import digits_images
+from onelora.data.digits import digits_images
 from onelora.models.vae import DIT_LATENT_SCALE, DiffusersVAE, IdentityVAE, build_vae
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from onelora.data.digits import digits_images
 from onelora.metrics import fid as fid_module
 from onelora.metrics.fid import (
     INCEPTION_FILE,
@@ -17,7 +18,6 @@ from onelora.metrics.fid import (
     DigitsFeatures,
     InceptionFeatures,
     digits_features,
-    digits_images,
     fid_metric,
     frechet_distance,
     inception_features,

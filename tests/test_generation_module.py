@@ -7,14 +7,19 @@ import functools
 import math
 
 import lightning as L
+import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from unittest.mock import patch
 
 from onelora.adapters import MethodSpec, inject
 from onelora.data.generation import DigitsGenerationDataModule
 from onelora.metrics.fid import digits_features
 from onelora.models.dit import DiT
+from onelora.figures.samples import grid_figure, load_samples
 from onelora.tasks.generation import EMA_KEY, GenerationModule
 
 METRIC = {"name": "fid", "direction": "min", "val_key": "val/fid", "test_key": "test/fid"}
@@ -80,10 +85,37 @@ def test_fit_validate_test_and_artifacts(tmp_path, features):
     assert first.min() >= -1 and first.max() <= 1
     assert not torch.equal(first, gen.generate(labels, seed=8))
 
-    (path,) = gen.artifacts(tmp_path / "run", data)
-    assert path.name == "samples.png"
-    width, height = Image.open(path).size
-    assert (width, height) == (4 * 64 + 5 * 2, 5 * 64 + 6 * 2)  # 5 class rows x 4 samples, 8 px -> 64 px
+    npz, png = gen.artifacts(tmp_path / "run", data)
+    assert (npz.name, png.name) == ("samples.npz", "samples.png") and Image.open(png).format == "PNG"
+    samples = load_samples(npz)  # 5 class rows x 4 samples, drawn with the module's sample seed
+    assert samples["images"].shape == (20, 8, 8, 1) and samples["images"].dtype == np.uint8
+    assert samples["labels"].tolist() == [k for k in range(5) for _ in range(4)] and samples["seed"] == 0
+    expected = gen.generate(torch.tensor(samples["labels"]), seed=0)  # the same labels and noise: the same grid
+    np.testing.assert_array_equal(samples["images"][..., 0],
+                                  np.clip((expected[:, 0].numpy() + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8))
+    fig = grid_figure(samples, "title")
+    try:
+        (ax,) = fig.axes
+        assert [t.get_text() for t in ax.get_yticklabels()] == [f"label {k}" for k in range(5)]
+        assert ax.images[0].get_array().shape == (5 * 9 + 1, 4 * 9 + 1)  # 8 px samples, 1 px apart
+    finally:
+        plt.close(fig)
+
+
+def test_sample_grid_is_titled_with_method_step_and_fid(tmp_path, features):
+    """The run's grid says what it shows: the method, the step of the weights, the test FID."""
+    gen = module(features)
+    data = DigitsGenerationDataModule("target", batch_size=16)
+    fit = trainer(tmp_path, max_epochs=1, limit_train_batches=2, num_sanity_val_steps=0)
+    fit.fit(gen, datamodule=data)
+    fit.test(gen, datamodule=data)
+    gen.weights_step = 2  # the runner sets it (the best round's step): tests/test_generation_tasks.py
+    titles = []
+    with patch("onelora.figures.samples.grid_figure", side_effect=lambda s, title: titles.append(title) or
+               plt.figure()):
+        gen.artifacts(tmp_path / "run", data)
+    fid = float(fit.callback_metrics["test/fid"])
+    assert titles == [f"model · weights of step 2 · test FID {fid:.2f} · sample seed 0"]
 
 
 def test_samples_use_the_ema_weights(features):

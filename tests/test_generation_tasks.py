@@ -12,11 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
+from onelora.methods import method_files, method_info
+from onelora.figures.samples import SAMPLES_FILE, load_samples
 from runs import ROOT, results, run_inprocess, twin
 
-DIGITS = twin("digits_generation", Path("unused"))
+DIGITS = twin("digits_generation")
 #: every method config but `none` (mode=eval) and `norms` (DiT's LayerNorms have no parameters: refused)
-METHODS = sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml") if p.stem not in ("none", "norms"))
+METHODS = [m for m in method_files() if m not in ("none", "norms")]
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +56,24 @@ def check_digits_run(record: dict, method: str) -> None:
         tensors = adapter_tensors(record)
         assert len(tensors) == 23 and all(float(t.abs().max()) > 0 for t in tensors.values()), method
     assert record["pretrained_from"].endswith(".safetensors")  # the cached source-task weights
-    width, height = Image.open(Path(record["run_dir"]) / "samples.png").size
-    assert (width, height) == (2 * 64 + 3 * 2, 5 * 64 + 6 * 2)  # 5 class rows x 2 samples, 8 px -> 64 px
+    assert Image.open(Path(record["run_dir"]) / "samples.png").format == "PNG"
+    samples = load_samples(Path(record["run_dir"]) / SAMPLES_FILE)  # what the report's comparison reads
+    assert samples["images"].shape == (10, 8, 8, 1) and samples["seed"] == 0  # 5 class rows x 2 samples
 
 
 def test_digits_generation_head_onelora_full(tmp_path, cache):
+    from unittest.mock import patch
+
+    import matplotlib.pyplot as plt
+
     for method in ("head", "onelora", "full"):
-        check_digits_run(run_digits(tmp_path, cache, f"method={method}"), method)
+        titles = []
+        with patch("onelora.figures.samples.grid_figure",
+                   side_effect=lambda s, title: titles.append(title) or plt.figure()):
+            record = run_digits(tmp_path, cache, f"method={method}")
+        check_digits_run(record, method)
+        # the grid's title names the method's label and the step of the weights the runner tested
+        assert titles[0].startswith(f"{method_info(method).label} · weights of step {record['metric']['best_step']} · ")
     assert len(list((cache / "pretrained").glob("dit_digits-digits_generation-*.safetensors"))) == 1
 
 

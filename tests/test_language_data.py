@@ -129,7 +129,7 @@ def _module(path, tok, **kw):
     return dm
 
 
-def test_split_does_not_depend_on_the_run_seed_or_the_types(cache, tok):
+def test_split_does_not_depend_on_the_run_seed(cache, tok):
     path = problem_file(cache, ("add", "sub", "mul", "two_step"), 300, 5)
     L.seed_everything(1)
     a = _module(path, tok)
@@ -137,10 +137,22 @@ def test_split_does_not_depend_on_the_run_seed_or_the_types(cache, tok):
     b = _module(path, tok)
     assert [r["query"] for r in a.val_records] == [r["query"] for r in b.val_records]
     assert len(a.val_records) == 60 and len(a.train_records) == 240
-    only_mul = _module(path, tok, types=["mul"])
-    assert {r["type"] for r in only_mul.val_records} == {"mul"}
-    assert [r for r in a.val_records if r["type"] == "mul"] == only_mul.val_records
-    with pytest.raises(ValueError, match="no records of types"):
+
+
+def test_types_are_filtered_before_the_split(cache, tok):
+    """Filtering after the split gave one type a lopsided split (23 / 2 of 50 in a check): the
+    chosen types are split val_fraction / the rest, as the whole file is."""
+    from onelora.config import ConfigError
+
+    path = problem_file(cache, ("add", "sub", "mul", "two_step"), 300, 5)
+    records = json.loads(Path(path).read_text())
+    for types in (["mul"], ["add", "two_step"]):
+        chosen = [r for r in records if r["type"] in types]
+        dm = _module(path, tok, types=types)
+        assert {r["type"] for r in dm.train_records + dm.val_records} == set(types)
+        assert len(dm.val_records) == round(0.2 * len(chosen)) and len(dm.train_records) == len(chosen) - len(dm.val_records)
+        assert sorted(r["query"] for r in dm.train_records + dm.val_records) == sorted(r["query"] for r in chosen)
+    with pytest.raises(ConfigError, match=r"task\.data\.types: .* 0 record\(s\) of types \['divide'\]"):
         _module(path, tok, types=["divide"])
 
 

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from language_cases import base_kwargs, problem_file, tiny_lm, tokenizer
 from onelora.adapters import MethodSpec, inject
-from onelora.methods import method_spec
+from onelora.methods import compared_methods, method_spec
 from onelora.data.math import IGNORE_INDEX, MetaMathDataModule, encode, pad_right
 from onelora.tasks.language import LanguageModule, side_by_side_markdown
 
@@ -150,7 +150,8 @@ def _llama_model_config():
     return OmegaConf.to_container(OmegaConf.load(CONF / "model" / "llama2_7b.yaml"))
 
 
-FAMILIES = ["onelora", "lora", "vera", "dora", "mora1", "bitfit", "difffit", "norms", "lora_qkv", "head"]
+#: the paper's compared methods but full fine-tuning (every parameter: nothing to check), and head-only
+FAMILIES = [m for m in compared_methods() if m != "full"] + ["head"]
 
 
 def _spec(name: str) -> MethodSpec:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from onelora.methods import compared_methods
 from runs import config, results, run_cli, run_inprocess, twin
 
 
@@ -119,7 +120,7 @@ def test_head_init_must_be_fresh_or_source(home, tmp_path):
 
 
 @pytest.mark.e2e  # every method family on both twins: ~2 min of CPU
-@pytest.mark.parametrize("method", ["onelora", "lora", "lora_qkv", "dora", "vera", "bitfit", "difffit", "mora6", "norms", "head", "full"])
+@pytest.mark.parametrize("method", [*compared_methods(), "head"])
 def test_every_method_family_lowers_the_unadapted_loss(home, tmp_path, method):
     for run in (metamath, math_mini):
         none = run(home, tmp_path, "method=none", "mode=eval")

@@ -16,9 +16,6 @@ from runs import config
 
 _TMP = "/tmp/onelora-count-tests"
 
-METHOD_FILE = {"onelora+bias": "onelora_bias", "onelora+norms": "onelora_norms", "onelora+gamma": "onelora_gamma",
-               "onelora+bias+norms": "onelora_bias_norms", "onelora+bias+gamma": "onelora_bias_gamma",
-               "onelora+gamma+norms": "onelora_gamma_norms", "onelora+bias+gamma+norms": "onelora_bias_gamma_norms"}
 RANKS = {"vit_base": 4}           # the paper's ViT counts are 4x one model's
 #: the paper task a model's counts depend on, counted through it (its task.model_args): CIFAR-10's
 #: classifier; Food-101's 101 classes, whose class table is re-initialised with 101 + 1 rows
@@ -52,10 +49,11 @@ def counted(model: str, method: str) -> int:
     from onelora.adapters import MethodSpec
     from onelora.config import plain
     from onelora.count import count_parameters_of
+    from onelora.methods import method_info
     from onelora.settings import method_settings
 
     task = [f"task={PAPER_TASK[model]}"] if model in PAPER_TASK else []
-    cfg = config(_TMP, f"model={model}", f"method={METHOD_FILE.get(method, method)}", *task)  # composed as a run is
+    cfg = config(_TMP, f"model={model}", f"method={method_info(method).file}", *task)  # composed as a run is
     model_cfg = plain(cfg.model)
     model_args = plain(cfg.task.model_args) if task else None
     out = count_parameters_of(model_cfg, MethodSpec.from_config(method_settings(cfg)), model_args)

@@ -158,10 +158,10 @@ def test_strategies_share_the_states_over_the_gpus(tmp_path):
 
 
 def test_run_length_from_the_dataset_the_steps_or_the_time_budget(tmp_path):
-    run = plan_of(tmp_path, *FAMILIES["classification"], "method=onelora", "task.dataset_size=100",
+    run = plan_of(tmp_path, *FAMILIES["classification"], "method=onelora", "task.dataset.train_size=100",
                   "task.epochs=3")  # the twin holds out 20 images (val_size: 20)
     assert run.train_samples == 80 and run.steps_per_epoch() == 40 and run.optimizer_steps()[0] == 120
-    capped = plan_of(tmp_path, *FAMILIES["classification"], "method=onelora", "task.dataset_size=100",
+    capped = plan_of(tmp_path, *FAMILIES["classification"], "method=onelora", "task.dataset.train_size=100",
                      "task.epochs=3", "+task.max_steps=50")
     assert capped.optimizer_steps() == (50, "trainer.max_steps")
     trace = capped.trace()

@@ -115,8 +115,14 @@ def write_records(root: Path, records: list[dict]) -> None:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
+    from test_report_pictures import depth_examples
+
     root = tmp_path_factory.mktemp("results")
-    write_records(root, synthetic_records())
+    records = synthetic_records()
+    write_records(root, records)
+    for i, rec in enumerate(records):  # the depth runs saved their test examples: the report sets them side by side
+        if rec["task"] == "depth_kitti_nyu":
+            depth_examples(root / f"run{i:02d}", 0.1)
     out = root.parent / "reports"
     assert cli.main(["--results", str(root), "--out", str(out)]) == 0
     report = build_report(load_file_runs(root), root.parent / "reports_api", plots=False)
@@ -233,8 +239,13 @@ def test_every_paper_table_written(built):
 def test_pngs_are_valid(built):
     out, _ = built
     pngs = sorted(out.glob("*.png"))
-    assert len(pngs) == len(paper.TABLE_ORDER) + 2  # + the mini digits grid and the tagged-variant group
+    # + the mini digits grid, the tagged-variant group and the depth runs' examples side by side
+    assert len(pngs) == len(paper.TABLE_ORDER) + 3
     assert (out / "ours_digits_digits_vit.png").exists()
+    assert (out / "depth_examples_depth_kitti_nyu_depth_anything_l.png").exists()
+    index = (out / "README.md").read_text()  # the entry page lists every file the report wrote
+    assert all(f"]({p.name})" in index for p in out.iterdir() if p.name != "README.md")
+    assert "![Depth: depth_kitti_nyu_depth_anything_l](depth_examples_depth_kitti_nyu_depth_anything_l.png)" in index
     for png in pngs:
         assert png.read_bytes()[:8] == PNG_SIGNATURE
         with Image.open(png) as img:
@@ -633,6 +644,7 @@ def test_bubble_areas_cap_all():
 
 
 def test_plot_error_bars_labels_and_axes(tmp_path):
+    from matplotlib.collections import LineCollection
     from matplotlib.container import ErrorbarContainer
 
     # four methods landing on nearly the same spot: their labels must not overlap
@@ -644,15 +656,19 @@ def test_plot_error_bars_labels_and_axes(tmp_path):
     try:
         ours_ax, paper_ax, memory_ax = fig.axes[:3]
         bars = [c for c in ours_ax.containers if isinstance(c, ErrorbarContainer)]
-        assert len(bars) == 4 and all(c.has_xerr and c.has_yerr for c in bars)
-        # the y error bar spans mean ± the std over seeds (0.1414 here), the x bar ± the time std (1 min)
+        assert len(bars) == 4 and all(c.has_yerr and not c.has_xerr for c in bars)
+        # the y error bar spans mean ± the std over seeds (0.1414 here)
         segments = bars[0].lines[2]
         y_lo, y_hi = sorted(segments[-1].get_segments()[0][:, 1])
         assert y_hi - y_lo == pytest.approx(2 * statistics.stdev([97.0, 97.2]))
-        x_lo, x_hi = sorted(segments[0].get_segments()[0][:, 0])
+        # the time's spread (± 1 min) is a light band behind the bubble, not an error bar
+        bands = [c for c in ours_ax.collections if isinstance(c, LineCollection) and c.get_alpha() == 0.25]
+        assert len(bands) == 4
+        x_lo, x_hi = sorted(bands[0].get_segments()[0][:, 0])
         assert x_hi - x_lo == pytest.approx(2 * statistics.stdev([10.0, 11.0]))
-        assert "time to best validation round (min)" in ours_ax.get_xlabel()
+        assert "time to best validation round (min)" in ours_ax.get_xlabel() and ours_ax.get_xscale() == "linear"
         assert ours_ax.get_ylabel() == "accuracy (%), higher is better\nbest validation round, mean ± std"
+        assert "time: ± std over seeds" in {t.get_text() for t in fig.legends[0].get_texts()}
         renderer = fig.canvas.get_renderer()
         boxes = [t.get_window_extent(renderer) for t in ours_ax.texts if t.get_text() in ("BitFit", "VeRA", "1LoRA", "MoRA (1)")]
         assert len(boxes) == 4
@@ -661,6 +677,105 @@ def test_plot_error_bars_labels_and_axes(tmp_path):
         assert {"1LoRA", "All (size capped)", "MoRA (6)"} <= {t.get_text() for t in paper_ax.texts}
         assert any(line.get_linestyle() == ":" and line.get_ydata()[0] == 90.0 for line in paper_ax.lines)
         assert [t.get_text() for t in memory_ax.get_xticklabels()][:3] == ["Head", "MoRA (1)", "MoRA (6)"]
+    finally:
+        plt.close(fig)
+
+
+def many_methods_records() -> list[dict]:
+    """The digits grid's shape: 21 methods x 2 seeds crowded into a few points of accuracy, the
+    head-only baseline far below, times with spreads as wide as the times themselves."""
+    methods = ["head", "norms", "bitfit", "gamma", "difffit", "onelora", "onelora_random", "onelora+bias",
+               "onelora+norms", "onelora+gamma", "onelora+bias+norms", "onelora+bias+gamma", "onelora+gamma+norms",
+               "onelora+bias+gamma+norms", "lora", "lora_qkv", "vera", "dora", "mora1", "mora6", "full"]
+    recs = []
+    for i, method in enumerate(methods):
+        acc = 61.0 if method == "head" else 88.0 + (7 * i) % 8 + 0.1 * i
+        for seed, k in enumerate((-1, 1)):
+            recs.append(make_record(task="digits", paper_keys=DIGITS, model="digits_vit", method=method, seed=seed,
+                                    value=acc + 0.8 * k, time_to_best=4.0 + (i % 5) + 2.5 * k, device="cpu",
+                                    adapter_params=0 if method == "head" else 1000 + 150 * i,
+                                    model_bytes={"params": 2**20, "activations": 2**22}))
+    return recs
+
+
+def test_many_methods_split_into_baselines_and_onelora_panels(tmp_path):
+    """More than ten methods: one panel of PEFT baselines and one of 1LoRA with its combinations,
+    the references in both, the far-off head-only baseline marked at the edge instead of squeezing
+    the axis, no two labels overlapping, and the same figure every time (labels placed by a fixed
+    number of iterations)."""
+    from onelora.reporting.plots import HALVES, MANY, halves_of, split_panels
+
+    report = build_report(runs_from_records(many_methods_records()), tmp_path, plots=False)
+    (table,) = report.ours_tables
+    assert len({r["method"] for r in table.rows}) > MANY
+    # who goes where: derived from the families
+    assert halves_of("lora") == HALVES[:1] and halves_of("onelora+bias") == HALVES[1:]
+    assert halves_of("onelora") == halves_of("head") == halves_of("full") == HALVES
+    assert [name for name, _ in split_panels([{"method": m} for m in ("lora", "onelora")])] == [""]
+    # Table S9's twelve rows hold one 1LoRA variant besides 1LoRA: nothing to separate, one panel
+    s9 = ["head", "mora1", "mora6", "bitfit", "difffit", "lora", "vera", "dora", "onelora", "onelora+norms", "full",
+          "norms"]
+    assert [name for name, _ in split_panels([{"method": m} for m in s9])] == [""]
+    fig = table_figure(table)
+    try:
+        base_ax, ones_ax, memory_ax = fig.axes
+        assert base_ax.get_title().endswith("— PEFT baselines")
+        assert ones_ax.get_title().endswith("— 1LoRA and its combinations")
+        labels = {ax: {t.get_text() for t in ax.texts if t.get_visible()} for ax in (base_ax, ones_ax)}
+        assert {"LoRA", "VeRA", "DoRA", "BitFit", "1LoRA", "All (size capped)"} <= labels[base_ax]
+        assert not any(t.startswith("1LoRA (") for t in labels[base_ax])
+        assert {"1LoRA", "1LoRA (bias+gamma+norms)", "1LoRA (random c)", "All (size capped)"} <= labels[ones_ax]
+        assert not {"LoRA", "VeRA", "BitFit"} & labels[ones_ax]
+        for ax in (base_ax, ones_ax):
+            assert ax.get_ylim()[0] > 70  # the adapted methods fill the axis ...
+            assert any(t.startswith("↓ Head: 61") and t.endswith("(off scale)") for t in labels[ax])  # ... head marked
+            renderer = fig.canvas.get_renderer()
+            boxes = [t.get_window_extent(renderer) for t in ax.texts if t.get_visible()]
+            assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]), ax.get_title()
+        assert base_ax.get_ylim() == ones_ax.get_ylim()  # one scale: the halves compare at a glance
+        assert len(memory_ax.get_xticklabels()) == 21  # the memory bars keep every method
+        positions = [(t.get_text(), t.get_position()) for ax in (base_ax, ones_ax) for t in ax.texts]
+    finally:
+        plt.close(fig)
+    again = table_figure(table)
+    try:
+        assert [(t.get_text(), t.get_position()) for ax in again.axes[:2] for t in ax.texts] == positions
+    finally:
+        plt.close(again)
+
+
+def test_time_axis_turns_logarithmic_and_untrained_runs_are_lines(tmp_path):
+    """Times spanning more than LOG_TIME_RATIO: a log axis; the un-adapted model (no training,
+    no time) is a dashed line at its value, not a bubble at time 0; near the bubbles it is drawn
+    with its value, far from them it is marked at the edge."""
+    recs = [make_record(task="digits_generation", paper_keys=DIGITS, model="dit", method=m, value=v, metric="fid",
+                        direction="min", time_to_best=t, adapter_params=p)
+            for m, v, t, p in (("onelora", 40.0, 60.0, 4000), ("lora", 10.0, 70.0, 6000), ("full", 7.0, 3000.0, 3e5))]
+    unadapted = make_record(task="digits_generation", paper_keys=DIGITS, model="dit", method="unadapted", value=240.0,
+                            metric="fid", direction="min", fit_s=0.0, adapter_params=0)
+    unadapted["trained"] = False
+    report = build_report(runs_from_records(recs + [unadapted]), tmp_path, plots=False)
+    fig = table_figure(report.ours_tables[0])
+    try:
+        ax = fig.axes[0]
+        assert ax.get_xscale() == "log" and "log scale" in ax.get_xlabel()
+        assert len(ax.collections) - sum(c.get_alpha() == 0.25 for c in ax.collections) == 3  # 3 bubbles
+        (line,) = [line for line in ax.lines if line.get_linestyle() == "--"]
+        assert list(line.get_ydata()) == [240.0, 240.0]
+        # far above every bubble (FID 7-40): left off the scale, its value marked at the top edge
+        assert ax.get_ylim()[1] < 240.0
+        shown = [t.get_text() for t in ax.texts if t.get_visible()]
+        assert "↑ Un-adapted: 240 (no training, off scale)" in shown
+        assert "Un-adapted (no training: 240)" not in shown
+    finally:
+        plt.close(fig)
+    unadapted["metric"]["test"] = 50.0  # just above the bubbles: on the scale, labelled with its value
+    report = build_report(runs_from_records(recs + [unadapted]), tmp_path, plots=False)
+    fig = table_figure(report.ours_tables[0])
+    try:
+        ax = fig.axes[0]
+        assert ax.get_ylim()[1] > 50.0
+        assert "Un-adapted (no training: 50)" in [t.get_text() for t in ax.texts if t.get_visible()]
     finally:
         plt.close(fig)
 

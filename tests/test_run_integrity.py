@@ -282,6 +282,25 @@ test_a_terminated_run_says_so_exits_non_zero_and_resumes = pytest.mark.e2e(
     test_a_terminated_run_says_so_exits_non_zero_and_resumes)
 
 
+def test_a_run_terminated_while_pre_training_says_a_relaunch_starts_it_again(tmp_path, monkeypatch):
+    """main said "relaunch ... to resume from <run>/checkpoints/last.ckpt" when SIGTERM came during
+    pre-training, before that checkpoint existed; a relaunch pre-trains again."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from onelora import pretrain
+    from onelora.pipeline import RunTerminated
+
+    def stopped(*args, **kwargs):
+        raise SIGTERMException()
+
+    monkeypatch.setattr(pretrain, "_pretrain", stopped)
+    with pytest.raises(RunTerminated, match=r"stopped by SIGTERM; relaunch the same command to start it again "
+                                            r"\(no checkpoint was written yet\)"):
+        run_inprocess(tmp_path, "+twin=digits")
+    record = results(tmp_path / "results" / "digits" / "digits_vit" / "onelora" / "seed0")
+    assert record["status"] == "interrupted" and "last.ckpt" not in record["error"]
+
+
 def test_a_damaged_adapter_file_names_its_path(tmp_path):
     from adapter_cases import spec_of, tiny_vit
 

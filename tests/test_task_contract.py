@@ -3,6 +3,7 @@ config, the metric is declared once, the method is parsed once."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from fakes import write_cifar
-from runs import CIFAR_TINY, CONF, config, results, run_inprocess
+from runs import CIFAR_TINY, CONF, config, results, run_inprocess, task_choice
 
 TOY_MODEL = """
 name: toy_mlp
@@ -52,15 +53,18 @@ trainer: {enable_progress_bar: false}
 """
 
 
-@pytest.fixture(scope="module")
-def toy_home(tmp_path_factory) -> tuple[Path, str]:
+def make_toy_home(home: Path) -> tuple[Path, str]:
     """A config folder of the test's own, holding the new task and model (no file of ours edited)."""
-    home = tmp_path_factory.mktemp("toy")
     (home / "conf" / "model").mkdir(parents=True)
     (home / "conf" / "task").mkdir(parents=True)
     (home / "conf" / "model" / "toy_mlp.yaml").write_text(TOY_MODEL)
     (home / "conf" / "task" / "toy.yaml").write_text(TOY_TASK)
     return home, f"hydra.searchpath=[file://{home / 'conf'}]"
+
+
+@pytest.fixture(scope="module")
+def toy_home(tmp_path_factory) -> tuple[Path, str]:
+    return make_toy_home(tmp_path_factory.mktemp("toy"))
 
 
 def test_a_new_task_is_new_files_only(toy_home):
@@ -79,6 +83,47 @@ def test_a_new_task_is_new_files_only(toy_home):
     assert len(cached) == 1
     assert records["onelora"]["params"]["adapter_params"] == 32 + 32  # fc1, fc2 (out is the head)
     assert records["full"]["metric"]["test"] < records["head"]["metric"]["test"]
+
+
+def test_pretraining_is_a_training_run_of_its_own(tmp_path, monkeypatch):
+    """The source task runs through the fine-tuning pipeline: a run of method=full in its cache folder
+    with CSV logs, a memory and time record, checkpoints while it trains, and a stop by a signal that
+    a relaunch resumes from its own checkpoint."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from onelora.callbacks import LastCheckpoint
+    from onelora.pipeline import RunTerminated
+
+    home, searchpath = make_toy_home(tmp_path)
+    stop_at = {"epoch": 3}
+    original = LastCheckpoint.on_train_epoch_end
+
+    def stop_pretraining(self, trainer, pl_module):  # SIGTERM at an epoch's end, as Lightning raises it
+        original(self, trainer, pl_module)
+        if "pretrained" in str(self.path) and trainer.current_epoch + 1 == stop_at["epoch"]:
+            raise SIGTERMException()
+
+    monkeypatch.setattr(LastCheckpoint, "on_train_epoch_end", stop_pretraining)
+    with pytest.raises(RunTerminated) as stopped:
+        run_inprocess(home, searchpath, "task=toy", "method=lora")
+    folder = next((home / ".cache" / "pretrained").glob("toy_mlp-toy-*/"))
+    last = folder / "checkpoints" / "last.ckpt"
+    assert stopped.value.exit_status == 143 and str(last) in str(stopped.value)  # says where it resumes from
+    record = results(home / "results" / "toy" / "toy_mlp" / "lora" / "seed0")
+    assert record["status"] == "interrupted" and str(last) in record["error"]
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == stop_at["epoch"] - 1
+    assert not list(folder.parent.glob("*.safetensors"))  # no weights until the source run is done
+
+    stop_at["epoch"] = None
+    done = run_inprocess(home, searchpath, "task=toy", "method=lora")
+    assert done["status"] == "completed"
+    info = json.loads(Path(done["pretrained_from"]).with_suffix(".json").read_text())
+    steps_per_epoch = 240 // 32 + 1  # 60% of 400 samples, batch 32
+    assert info["global_step"] == 8 * steps_per_epoch  # the source task's own budget, each step once
+    assert info["time"]["attempts"] == 2 and info["memory"]["model_bytes"]["params"] > 0
+    rows = [r for r in csv_rows(folder) if r.get("val/mse")]
+    assert len(rows) == 8  # a validation round per epoch over both attempts, in the source run's logs
+    assert not (folder / "checkpoints").exists()  # its checkpoints go once the weights are saved
 
 
 def csv_rows(run_dir: Path) -> list[dict]:
@@ -136,7 +181,7 @@ def test_the_method_is_parsed_once_per_run(tmp_path, cifar_root, monkeypatch):
 def test_every_task_declares_the_contract_and_its_classes_reject_unknown_keys(tmp_path, task):
     from onelora.contract import TaskContract, accepted_names, target_of
 
-    cfg = config(tmp_path, f"task={task}")
+    cfg = config(tmp_path, *task_choice(task))
     contract = TaskContract.from_config(cfg.task)
     contract.check()
     assert contract.metric.direction in ("max", "min") and cfg.task.family and cfg.task.model_kind
@@ -176,10 +221,26 @@ def test_lightnings_restore_notices_are_dropped_and_the_runs_own_lines_kept(capl
 def test_the_runner_pretraining_and_cli_name_no_task():
     """The done-when of the contract: no task-specific branch in the generic code."""
     src = Path(__file__).resolve().parents[1] / "src" / "onelora"
-    for name in ("runner.py", "pretrain.py", "cli.py", "settings.py", "contract.py"):
+    for name in ("runner.py", "pipeline.py", "pretrain.py", "cli.py", "settings.py", "contract.py"):
         text = (src / name).read_text().lower()
         for word in ("accuracy", "classification", "num_classes", "digits", "cifar", "depth", "fid", "tokenizer"):
             assert word not in text, f"{name} mentions {word!r}"
+
+
+def test_the_runner_and_pretraining_read_no_raw_config():
+    """The settings read the config once (RunSettings.from_config); the runner, the training pipeline
+    and pre-training take typed settings and never look at the raw config again, nor re-resolve it."""
+    import re
+
+    src = Path(__file__).resolve().parents[1] / "src" / "onelora"
+    for name in ("runner.py", "pipeline.py", "pretrain.py"):
+        text = (src / name).read_text()
+        uses = [line.strip() for line in text.splitlines() if re.search(r"\bcfg\b", line)]
+        # the one way in: run(cfg) hands the composed config to the settings
+        assert all(re.search(r"def run\(cfg: DictConfig\)|RunSettings\.from_config\(cfg\)|``cfg``", u)
+                   for u in uses), (name, uses)
+        for raw in ("plain(", "OmegaConf", ".cfg", "to_container", "HydraConfig"):
+            assert raw not in text, f"{name} reads the raw config: {raw}"
 
 
 def test_a_tiny_twin_exists_for_every_task():
@@ -233,7 +294,8 @@ def test_eval_mode_records_the_model_as_loaded(toy_home):
 def test_the_pretraining_key_ignores_fine_tuning_only_settings(tmp_path):
     """Editing the fine-tuning budget, resources or test settings must not re-train the source model;
     editing the pre-training must."""
-    from onelora.pretrain import pretrain_task, pretrained_path
+    from onelora.contract import TaskContract
+    from onelora.pretrain import pretrained_path
     from onelora.settings import RunSettings
 
     def key(*overrides):
@@ -243,10 +305,14 @@ def test_the_pretraining_key_ignores_fine_tuning_only_settings(tmp_path):
     assert key("task.epochs=3", "task.resources.timeout_min=99", "+task.test_final=false") == base
     assert key("task.pretrain.epochs=151") != base
     assert key("task.pretrain.optimizer.lr=0.001") != base
+    # the key is derived from the composed model: any builder setting counts (a new builder's own key
+    # too), how adapters attach does not (the weights are the same for every method)
+    assert key("+model.some_builder_option=1") != base and key("model.arch.depth=3") != base
+    assert key("method=lora", "model.target_sets.qkv.include=[blocks]", "seed=3") == base
     # a step-budget pre-training does not inherit the fine-tuning epochs
     cfg = config(tmp_path, "~task.pretrain.epochs", "+task.pretrain.max_steps=50")
-    pre = pretrain_task(cfg.task)
-    assert pre.get("epochs") is None and pre.max_steps == 50
+    pre = TaskContract.from_config(cfg.task).source()
+    assert pre.epochs is None and pre.max_steps == 50
 
 
 @pytest.mark.parametrize(("devices", "micro", "accumulate"), [(1, 4, 32), (2, 4, 16), (4, 2, 16), (16, 4, 2)])

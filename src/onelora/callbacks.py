@@ -1,6 +1,7 @@
 """Lightning callbacks every run uses: wall time (summed over resumes), the best validation round
 (the paper's "best mean evaluation metric" and the time needed to reach it), the memory a method
-costs, the run's identity in its checkpoints, and a checkpoint when the job is terminated."""
+costs, the run's identity in its checkpoints, a checkpoint when the job is terminated, and
+``torch.compile`` of the adapted model where ``trainer.compile`` asks for it."""
 
 from __future__ import annotations
 
@@ -229,3 +230,28 @@ class LastCheckpoint(L.Callback):
             self.signal = "SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT (Ctrl-C)"
             if trainer.state.fn == "fit":
                 self.save(trainer)
+
+
+#: ``torch.compile`` keywords ``trainer.compile`` may set
+COMPILE_OPTIONS = ("backend", "mode", "fullgraph", "dynamic", "options")
+
+
+class CompileModel(L.Callback):
+    """``trainer.compile``: ``torch.compile`` the adapted model for training (and the validation
+    rounds inside it), as MoRA's MetaMathQA script compiles its model.
+
+    The model is compiled in place (``nn.Module.compile``) when fitting starts, after the strategy
+    has wrapped or sharded it, so parameter names, checkpoints and the adapter files stay those of
+    the eager model. Fitting's end restores the eager forward: tests and generation (a new sequence
+    length at every token) run eagerly instead of recompiling. ``options``: ``torch.compile``
+    keywords (``backend``, ``mode``, ``fullgraph``, ``dynamic``, ``options``); ``True`` means none.
+    """
+
+    def __init__(self, options: Mapping[str, Any] | bool = True) -> None:
+        self.options = {} if options is True else dict(options)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        pl_module.model.compile(**self.options)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        pl_module.model._compiled_call_impl = None  # what nn.Module.compile set: back to the eager forward

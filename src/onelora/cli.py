@@ -13,21 +13,33 @@ from omegaconf import DictConfig
 
 from .adapters import AdapterConfigError
 from .config import ConfigError
-from .data.errors import MissingDataError
+from .cache import CacheNotWritableError
+from .data.errors import DamagedDataError, MissingDataError
 from .models.weights import MissingWeightsError, UnreadableWeightsError
+from .places import PlaceError, explain
 from .runlock import RunLockedError
 
 log = logging.getLogger(__name__)
 
 #: errors that are about the user's setup, not a bug: shown as one line, without a traceback
-USER_ERRORS = (ConfigError, MissingDataError, MissingWeightsError, UnreadableWeightsError, AdapterConfigError,
-               RunLockedError)
+USER_ERRORS = (ConfigError, MissingDataError, DamagedDataError, MissingWeightsError, UnreadableWeightsError,
+               AdapterConfigError, RunLockedError, PlaceError, CacheNotWritableError)
+
+
+def user_message(err: BaseException, cfg: DictConfig) -> str | None:
+    """The one line for a user's mistake (a bad setting, a path that cannot be used), or None for a bug."""
+    if isinstance(err, USER_ERRORS):
+        return str(err)
+    return explain(err, cfg)  # an OSError on one of the run's configured places
+
+
 def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def run_from_cli(cfg: DictConfig) -> None:
-    from .runner import RunTerminated, run
+    from .pipeline import RunTerminated
+    from .runner import run
 
     try:
         run(cfg)
@@ -35,11 +47,12 @@ def run_from_cli(cfg: DictConfig) -> None:
         print(f"onelora: {err}", file=sys.stderr, flush=True)
         sys.exit(err.exit_status)
     except Exception as err:
-        short = isinstance(err, USER_ERRORS)
-        message = f"onelora: error: {err}" if short else f"onelora: {type(err).__name__}: {err}"
+        line = user_message(err, cfg)
+        short = line is not None
+        message = f"onelora: error: {line}" if short else f"onelora: {type(err).__name__}: {err}"
         if is_multirun():
             # one failed run must not hide the others: its results.json says "failed"; go on
-            from .runner import run_dir_of
+            from .settings import run_dir_of
             from .sweeps import log_event
 
             log_event("failed", run_dir_of(cfg), error=message)

@@ -57,3 +57,10 @@ def as_float(value: Any, key: str, *, positive: bool = False, minimum: float | N
     if minimum is not None and number < minimum:
         raise ConfigError(f"{key}: must be >= {minimum:g}, got {number:g}")
     return number
+
+
+def as_bool(value: Any, key: str) -> bool:
+    """``true`` / ``false`` (YAML booleans): a string such as "maybe" is truthy and would pass silently."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: must be true or false, got {value!r}")
+    return value

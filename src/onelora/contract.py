@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from hydra.utils import get_object, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from .config import ConfigError, plain
+from .config import ConfigError, as_int, plain
 
 
 @dataclass(frozen=True)
@@ -111,40 +111,113 @@ def build(node: Any, where: str, offered: Mapping[str, Any] | None = None, **giv
         raise
 
 
-@dataclass
-class TaskContract:
-    """A task config, read once per run."""
+#: ``task.pretrain``: keys merged over the task's own, keys that replace them, and the source run's own
+PRETRAIN_MERGED = ("data", "module", "model_args", "parts")
+PRETRAIN_REPLACED = ("optimizer", "scheduler", "epochs", "max_steps", "batch_size", "lr_scales", "metric", "dataset")
+PRETRAIN_RUN = ("seed", "val_every_n_epochs", "val_check_interval")
+#: task keys of the fine-tuning run only, never of its source-task pre-training
+FINE_TUNING_ONLY = ("pretrain", "lr_per_method", "resources", "test_final", "time_budget", "val_check_interval",
+                    "gradient_clip_val", "micro_batch_size")
 
-    cfg: DictConfig
+
+@dataclass(frozen=True)
+class TaskContract:
+    """A task config, read once per run into plain values (the objects it builds stay config
+    mappings, which :func:`build` instantiates). ``where`` is how errors name its keys
+    (``task``, or ``task.pretrain`` for the source task of a pre-training)."""
+
+    name: str
     metric: MetricSpec
+    data: dict[str, Any]
+    module: dict[str, Any]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any] | None = None
+    parts: dict[str, Any] = field(default_factory=dict)
+    model_args: dict[str, Any] = field(default_factory=dict)
+    lr_scales: dict[str, float] = field(default_factory=dict)
+    lr_per_method: dict[str, Any] = field(default_factory=dict)
+    family: str | None = None
+    model_kind: str | None = None
+    paper: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, Any] | None = None  # the dataset's facts (conf/dataset/), if the task reads one
+    batch_size: Any = None
+    micro_batch_size: Any = None
+    epochs: Any = None
+    max_steps: Any = None
+    test_final: bool = True
+    pretrain: dict[str, Any] | None = None
+    where: str = "task"
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the whole plain task config
 
     @classmethod
-    def from_config(cls, task: DictConfig) -> "TaskContract":
+    def from_config(cls, task: Any, where: str = "task") -> "TaskContract":
+        """``task``: the composed task node (or its plain dict), resolved here once."""
+        raw = dict(plain(task))
         for key in ("name", "data", "module", "metric", "optimizer"):
-            if task.get(key) is None:
-                raise ConfigError(f"task.{key}: the task contract needs it (see docs/task_contract.md)")
-        return cls(task, MetricSpec.from_config(plain(task.metric)))
+            if raw.get(key) is None:
+                raise ConfigError(f"{where}.{key}: the task contract needs it (see docs/task_contract.md)")
+        return cls(
+            name=str(raw["name"]),
+            metric=MetricSpec.from_config(raw["metric"], f"{where}.metric"),
+            data=dict(raw["data"]),
+            module=dict(raw["module"]),
+            optimizer=dict(raw["optimizer"]),
+            scheduler=raw.get("scheduler"),
+            parts=dict(raw.get("parts") or {}),
+            model_args=dict(raw.get("model_args") or {}),
+            lr_scales=dict(raw.get("lr_scales") or {}),
+            lr_per_method=dict(raw.get("lr_per_method") or {}),
+            family=raw.get("family"),
+            model_kind=raw.get("model_kind"),
+            paper=dict(raw.get("paper") or {}),
+            dataset=raw.get("dataset"),
+            batch_size=raw.get("batch_size"),
+            micro_batch_size=raw.get("micro_batch_size"),
+            epochs=raw.get("epochs"),
+            max_steps=raw.get("max_steps"),
+            test_final=bool(raw.get("test_final", True)),
+            pretrain=raw.get("pretrain"),
+            where=where,
+            raw=raw,
+        )
 
-    @property
-    def model_args(self) -> dict[str, Any]:
-        return dict(plain(self.cfg.get("model_args") or {}))
-
-    @property
-    def parts(self) -> dict[str, Any]:
-        return dict(self.cfg.get("parts") or {})
+    def source(self) -> "TaskContract":
+        """The source task of ``pretrain``: its ``data``, ``module``, ``model_args`` and ``parts``
+        merged over the task's own; ``optimizer``, ``scheduler``, ``epochs``, ``max_steps``,
+        ``batch_size``, ``lr_scales``, ``metric`` and ``dataset`` replacing them; the keys of
+        fine-tuning alone left out."""
+        pre = dict(self.pretrain or {})
+        where = f"{self.where}.pretrain"
+        unknown = set(pre) - set(PRETRAIN_MERGED) - set(PRETRAIN_REPLACED) - set(PRETRAIN_RUN)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; it takes "
+                              f"{', '.join(sorted(PRETRAIN_MERGED + PRETRAIN_REPLACED + PRETRAIN_RUN))}")
+        merged = {k: v for k, v in self.raw.items() if k not in FINE_TUNING_ONLY}
+        for key in PRETRAIN_MERGED:
+            if pre.get(key) is not None:
+                merged[key] = plain(OmegaConf.merge(merged.get(key) or {}, pre[key]))
+        if "epochs" in pre or "max_steps" in pre:  # pre-training's own budget, not fine-tuning's
+            merged.pop("epochs", None)
+            merged.pop("max_steps", None)
+        for key in PRETRAIN_REPLACED + PRETRAIN_RUN:
+            if key in pre:
+                merged[key] = pre[key]
+        return TaskContract.from_config(merged, where)
 
     def check(self) -> None:
         """Every object the task builds takes the keys its config gives (before any work)."""
         for name, node in self.parts.items():
-            check_keys(node, f"task.parts.{name}")
-        check_keys(self.cfg.data, "task.data", self.offered_names())
-        check_keys(self.cfg.module, "task.module", self.offered_names())
+            check_keys(node, f"{self.where}.parts.{name}")
+        check_keys(self.data, f"{self.where}.data", self.offered_names())
+        check_keys(self.module, f"{self.where}.module", self.offered_names())
+        if self.data.get("num_workers") is not None:  # else the DataLoader says so after any pre-training
+            as_int(self.data["num_workers"], f"{self.where}.data.num_workers", minimum=0)
         for key in ("optimizer", "scheduler"):
-            node = self.cfg.get(key)
+            node = getattr(self, key)
             if node is not None:
-                check_keys(node, f"task.{key}")
+                check_keys(node, f"{self.where}.{key}")
                 if not node.get("_partial_", False):
-                    raise ConfigError(f"task.{key}: needs `_partial_: true` (the module passes it the parameters)")
+                    raise ConfigError(f"{self.where}.{key}: needs `_partial_: true` (the module passes it the parameters)")
 
     def offered_names(self) -> set[str]:
         return {"batch_size", "model_input", *self.parts}
@@ -152,5 +225,5 @@ class TaskContract:
     def build_parts(self) -> dict[str, Any]:
         built: dict[str, Any] = {}
         for name, node in self.parts.items():
-            built[name] = build(node, f"task.parts.{name}", built)
+            built[name] = build(node, f"{self.where}.parts.{name}", built)
         return built

@@ -22,7 +22,7 @@ def count_parameters_of(model_cfg: Mapping[str, Any], method: MethodSpec, model_
 
 def count(settings: Any) -> dict[str, Any]:
     """Print and return the count for a run's settings (model, method, the task's model_args)."""
-    out = {"model": settings.cfg.model.name, "method": settings.cfg.method.name}
+    out = {"model": settings.names["model"], "method": settings.names["method"]}
     out.update(count_parameters_of(settings.model, settings.method, settings.model_args))
     print(json.dumps(out), flush=True)
     return out

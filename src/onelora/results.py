@@ -25,6 +25,7 @@ REQUIRED_KEYS = (
     "experiment",  # experiment config name (e.g. "fig6", "mini") or null for a single run
     "task",  # task config name (e.g. "cifar10", "digits")
     "paper",  # {"task", "source", "target"}: the row keys of ../paper/results.csv
+    "dataset",  # the dataset config the task read (conf/dataset/, e.g. "kitti"), null for a task without one
     "model",  # model config name (e.g. "vit_base")
     "method",  # method name as in the paper's tables (e.g. "onelora+norms")
     "method_parts",  # e.g. ["onelora", "norms"]

@@ -1,10 +1,9 @@
-"""One experiment, end to end: settings -> task parts and data -> model -> inject -> Lightning fit ->
-test of the best and the final weights -> results.json. The runner knows no task: it reads only
-the task contract (docs/task_contract.md)."""
+"""One experiment, end to end: settings -> the training pipeline (task parts and data -> model ->
+inject -> Lightning fit; onelora.pipeline) -> test of the best and the final weights -> results.json.
+The runner knows no task: it reads only the settings and the task contract (docs/task_contract.md)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -18,19 +17,15 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from . import __version__
-from .adapters import AdapterReport, inject, save_adapter
-from .callbacks import BestMetric, LastCheckpoint, ModelMemory, RunIdentity, RunStats, peak_memory
-from .config import ConfigError, plain
-from .contract import build
+from .adapters import save_adapter
+from .callbacks import peak_memory
+from .config import ConfigError
 from .count import count
-from .models import build_model
+from .pipeline import RunTerminated, finish_loggers, fit, resumable
 from .quiet import quiet_library_noise
 from .results import RESULTS_NAME, SCHEMA_VERSION, remove_stale_temporaries, write_json_atomic
 from .runlock import RunLock
@@ -39,32 +34,8 @@ from .sweeps import log_event
 
 log = logging.getLogger(__name__)
 
-#: config keys that do not change what a run computes (left out of its fingerprint)
-NON_RESULT_KEYS = ("paths", "logger", "resume", "force", "hydra", "experiment_name", "torch_threads", "plan")
 #: what a forced re-run clears (the logs stay, one version per attempt)
 RUN_ARTEFACTS = ("checkpoints", "adapter", "predictions", "artifacts", RESULTS_NAME)
-
-
-class RunTerminated(RuntimeError):
-    """The run was stopped by a signal (SIGTERM: kill, timeout, scancel; SIGINT: Ctrl-C); a relaunch
-    resumes it. ``exit_status`` is what the shell reports for that signal (143, 130)."""
-
-    def __init__(self, message: str, exit_status: int):
-        super().__init__(message)
-        self.exit_status = exit_status
-
-
-def run_dir_of(cfg: DictConfig) -> Path:
-    if HydraConfig.initialized() and cfg.get("mode") not in ("count", "plan"):
-        return Path(HydraConfig.get().runtime.output_dir)
-    return Path(cfg.paths.results_dir) / cfg.run_name
-
-
-def fingerprint(cfg: DictConfig) -> str:
-    data = {k: v for k, v in plain(cfg).items() if k not in NON_RESULT_KEYS}
-    for key in ("enable_progress_bar", "log_every_n_steps"):
-        data.get("trainer", {}).pop(key, None)
-    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def read_record(run_dir: Path) -> dict[str, Any] | None:
@@ -83,25 +54,26 @@ def rank() -> int:
 
 
 def run(cfg: DictConfig) -> dict[str, Any] | None:
-    """Run (or count, or skip) the experiment ``cfg`` describes; returns its record."""
+    """Run (or count, or skip) the experiment ``cfg`` describes; returns its record. The config is
+    read here once, into the settings; nothing below reads it again."""
     quiet_library_noise()
     settings = RunSettings.from_config(cfg)
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
     if settings.mode == "count":
         return count(settings)
     if settings.mode == "plan":
         from .plan import plan
 
         return plan(settings)
-    run_dir, started = run_dir_of(cfg), time.time()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    run_dir, started = settings.run_dir, time.time()
     if rank() != 0:  # DDP / multi-task SLURM workers: rank 0 holds the lock and decides
-        return train(settings, run_dir, started, resume_from=_resumable(settings, run_dir, check=False))
+        return train(settings, run_dir, started, resume_from=resumable(settings, run_dir, check=False))
     with RunLock(run_dir):
         remove_stale_temporaries(run_dir)
         done = read_record(run_dir)
-        if done and done.get("status") == "completed" and not cfg.force:
-            if done.get("fingerprint") == fingerprint(cfg):
+        if done and done.get("status") == "completed" and not settings.force:
+            if done.get("fingerprint") == settings.fingerprint:
                 print(f"Already completed, skipping: {run_dir} (force=true to run again)", flush=True)
                 log_event("skipped", run_dir)
                 return done
@@ -109,20 +81,21 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
                 f"{run_dir} holds a completed run with a different config; set run_tag=<suffix> to keep both, "
                 f"or force=true to replace it"
             )
-        if cfg.force:
+        if settings.force:
             for name in RUN_ARTEFACTS:
                 path = run_dir / name
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         try:
-            record = train(settings, run_dir, started, resume_from=_resumable(settings, run_dir))
+            record = train(settings, run_dir, started, resume_from=resumable(settings, run_dir))
         except BaseException as err:
             if isinstance(err, SIGTERMException):  # stopped outside fit (set-up, testing)
                 err = RunTerminated("SIGTERM", 143)
             terminated = isinstance(err, RunTerminated)
             status = "interrupted" if terminated else "failed"
-            if terminated:
-                error = (f"stopped by {err}; relaunch the same command to resume from "
-                         f"{run_dir / 'checkpoints' / 'last.ckpt'}")
+            if terminated:  # from its checkpoint (the source run's, when pre-training was stopped), if one was written
+                last = Path(err.checkpoint or run_dir / "checkpoints" / "last.ckpt")
+                error = (f"stopped by {err}; relaunch the same command to "
+                         + (f"resume from {last}" if last.is_file() else "start it again (no checkpoint was written yet)"))
             else:
                 error = f"{type(err).__name__}: {err}"
             previous = read_record(run_dir)
@@ -137,48 +110,26 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     return record
 
 
-def _resumable(settings: RunSettings, run_dir: Path, check: bool = True) -> str | None:
-    """``checkpoints/last.ckpt`` if the run should continue from it; refuses one from another config."""
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if not (settings.cfg.resume and last.is_file()):
-        return None
-    if not check:
-        return str(last)
-    try:
-        saved = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as err:  # empty, truncated, not a checkpoint
-        raise ConfigError(
-            f"resume: cannot read the checkpoint {last} ({type(err).__name__}: {str(err)[:120]}); it is damaged. "
-            "Relaunch with resume=false to start over (or delete it)"
-        ) from None
-    found = (saved.get("onelora") or {}).get("fingerprint") if isinstance(saved, dict) else None
-    if found != fingerprint(settings.cfg):
-        raise ConfigError(
-            f"resume: {last} was written by a run with a different config; set run_tag=<suffix> to keep both, "
-            "or force=true to start this one afresh"
-        )
-    return str(last)
-
-
 def base_record(settings: RunSettings, run_dir: Path, started: float, status: str) -> dict[str, Any]:
-    cfg = settings.cfg
+    task, names = settings.task, settings.names
     return {
         "schema": SCHEMA_VERSION,
         "status": status,
-        "experiment": cfg.get("experiment_name"),
-        "task": cfg.task.name,
-        "family": cfg.task.get("family"),
-        "paper": plain(cfg.task.get("paper") or {}),
-        "model": cfg.model.name,
-        "method": cfg.method.name,
+        "experiment": settings.experiment,
+        "task": names["task"],
+        "family": task.family,
+        "dataset": (task.dataset or {}).get("name"),
+        "paper": task.paper,
+        "model": names["model"],
+        "method": names["method"],
         "method_parts": settings.method.parts,
         "seed": settings.seed,
         "run_dir": str(run_dir),
-        "fingerprint": fingerprint(cfg),
+        "fingerprint": settings.fingerprint,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "git_commit": git_commit(),
         "versions": versions(),
-        "config": plain(cfg),
+        "config": settings.config,
         "slurm": slurm_info(),
     }
 
@@ -190,62 +141,14 @@ def slurm_info() -> dict[str, str] | None:
     return info or None
 
 
-def prepare_model(settings: RunSettings, offered: dict[str, Any]) -> tuple[torch.nn.Module, AdapterReport, str | None]:
-    """The task's model with the run's weights (pre-trained first if the task says so), adapted;
-    and where those weights came from."""
-    model_cfg = dict(settings.model)
-    if settings.task.cfg.get("pretrain") and not model_cfg.get("pretrained"):
-        from .pretrain import ensure_pretrained
-
-        model_cfg["pretrained"] = str(ensure_pretrained(settings, offered))
-        L.seed_everything(settings.seed, workers=True, verbose=False)
-    try:
-        model = build_model(model_cfg, load_weights=True, **settings.model_args)
-    except TypeError as err:
-        raise ConfigError(f"task.model_args: {err}") from None
-    report = inject(model, settings.method, target_sets=model_cfg["target_sets"], head=model_cfg.get("head") or [],
-                    module_sets=model_cfg.get("module_sets") or {})
-    return model, report, model_cfg.get("pretrained")
-
-
 def train(settings: RunSettings, run_dir: Path, started: float, resume_from: str | None) -> dict[str, Any]:
-    cfg, task = settings.cfg, settings.task
-    L.seed_everything(settings.seed, workers=True, verbose=False)
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    parts = task.build_parts()
-    offered = {"batch_size": settings.batch_per_device, "model_input": settings.model.get("input"), **parts}
-    data = build(task.cfg.data, "task.data", offered)
-    data.prepare_data()  # a missing dataset stops the run here, before any weights are fetched
-    model, report, weights_from = prepare_model(settings, offered)
-    module = build(task.cfg.module, "task.module", offered, model=model, optimizer=settings.optimizer(),
-                   scheduler=settings.scheduler(), metric=task.metric.as_dict(),
-                   lr_scales=plain(task.cfg.get("lr_scales") or {}))
-    stats = RunStats(started)
-    best = BestMetric(task.metric.as_dict(), stats)
-    memory = ModelMemory()
-    stopper = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt", cfg.trainer.get("checkpoint_every_n_train_steps"))
-    trainer, loggers, best_ckpt = build_trainer(settings, run_dir, [stats, best, memory, stopper])
-    evaluating = settings.mode == "eval"
-    if evaluating:  # the weights as they are (the un-adapted source model): one validation round, then test
-        fitted = {k: float(v) for k, v in (trainer.validate(module, datamodule=data, verbose=False) or [{}])[0].items()}
-        best.best = best.last = fitted.get(task.metric.val_key)
-    else:
-        if resume_from:
-            print(f"Resuming from {resume_from}", flush=True)
-        try:
-            trainer.fit(module, datamodule=data, ckpt_path=resume_from)
-        except BaseException:
-            if stopper.signal:  # SIGTERM or Ctrl-C: a checkpoint is saved, a relaunch resumes
-                raise RunTerminated(stopper.signal, 130 if "SIGINT" in stopper.signal else 143) from None
-            raise
-        if trainer.global_step == 0:
-            raise RuntimeError("trained 0 optimizer steps (check trainer.max_steps / limit_train_batches and the "
-                               "training set's size): the weights are the initial ones, so there is no result")
-        fitted = {k: float(v) for k, v in trainer.callback_metrics.items()}  # tests replace them
+    """Fit (the pipeline), then test the best validation round's and the final weights, and record."""
+    task, evaluating = settings.task, settings.mode == "eval"
+    fitted = fit(settings, run_dir, started, resume_from)
+    trainer, module, data, best = fitted.trainer, fitted.module, fitted.data, fitted.best
     test_started = time.perf_counter()
-    final = _test(trainer, module, data, None) if task.cfg.get("test_final", True) or evaluating else {}
-    best_path = None if evaluating else best_ckpt.best_model_path or None  # none when no validation round ran
+    final = _test(trainer, module, data, None) if task.test_final or evaluating else {}
+    best_path = None if evaluating else fitted.best_checkpoint.best_model_path or None  # none when no validation round ran
     at_best = _test(trainer, module, data, best_path) if best_path or not final else final
     test_s = time.perf_counter() - test_started
 
@@ -259,16 +162,16 @@ def train(settings: RunSettings, run_dir: Path, started: float, resume_from: str
             "test_final": final.get(metric.test_key),
             "extra": {name: {"test": at_best.get(key), "test_final": final.get(key)} for name, key in metric.extra.items()},
         },
-        metrics={**fitted, **at_best, **{f"final:{k}": v for k, v in final.items()}},
-        time={**stats.times(), "time_to_best_s": best.time_to_best_s, "test_s": round(test_s, 3)},
-        memory={**peak_memory(), "model_bytes": dict(memory.bytes)},
+        metrics={**fitted.metrics, **at_best, **{f"final:{k}": v for k, v in final.items()}},
+        time={**fitted.stats.times(), "time_to_best_s": best.time_to_best_s, "test_s": round(test_s, 3)},
+        memory={**peak_memory(), "model_bytes": dict(fitted.memory.bytes)},
         # an evaluation trains nothing, whatever the method would have trained
         params={k: (0 if evaluating and k in ("adapter_params", "head_params", "trainable_params") else v)
-                for k, v in report.summary().items() if k != "method"},
+                for k, v in fitted.report.summary().items() if k != "method"},
         lr=settings.lr,
-        batch={"global": int(cfg.task.batch_size), "per_device": settings.batch_per_device,
+        batch={"global": int(task.batch_size), "per_device": settings.batch_per_device,
                "accumulate": settings.accumulate, "world_size": trainer.world_size},
-        pretrained_from=weights_from,  # the base weights (a hub id, a file, the cached source-task weights)
+        pretrained_from=fitted.weights_from,  # the base weights (a hub id, a file, the cached source-task weights)
         trained=not evaluating,  # mode=eval: evaluated as loaded, no training
         world_size=trainer.world_size,
         global_step=trainer.global_step,
@@ -276,18 +179,19 @@ def train(settings: RunSettings, run_dir: Path, started: float, resume_from: str
     )
     if trainer.is_global_zero:
         if hasattr(module, "artifacts"):  # predictions, sample grids, answers: from the best weights
+            module.weights_step = None if evaluating else best.best_step if best_path else trainer.global_step
             module.artifacts(run_dir, data)
         if not evaluating:
-            save_adapter(run_dir / "adapter", model, target_sets=settings.model["target_sets"],
-                         extra={"model": cfg.model.name, "task": cfg.task.name, "seed": settings.seed,
+            save_adapter(run_dir / "adapter", fitted.model, target_sets=settings.model["target_sets"],
+                         extra={"model": settings.names["model"], "task": task.name, "seed": settings.seed,
                                 "weights": "best validation round" if best_path else "final"})
-        record["time"]["total_s"] = stats.times()["total_s"]
+        record["time"]["total_s"] = fitted.stats.times()["total_s"]
         write_json_atomic(run_dir / RESULTS_NAME, record)
-        for logger in loggers:
+        for logger in fitted.loggers:
             if logger.__class__.__name__ == "WandbLogger":
                 logger.experiment.summary["results"] = json.loads(json.dumps(record, default=str))
         print_summary(record)
-    _finish_wandb(loggers)
+    finish_loggers(fitted.loggers)
     return record
 
 
@@ -296,54 +200,6 @@ def _test(trainer: L.Trainer, module: L.LightningModule, data: Any, ckpt_path: s
         return {}
     out = trainer.test(module, datamodule=data, ckpt_path=ckpt_path, verbose=False)
     return {k: float(v) for k, v in (out[0] if out else {}).items()}
-
-
-def build_loggers(settings: RunSettings, run_dir: Path) -> list[Any]:
-    """The loggers of ``cfg.logger`` (each a ``_target_``), given the run dir and a stable id."""
-    cfg = settings.cfg
-    run_id = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]  # the same wandb run after a requeue
-    loggers = [build(node, f"logger.{name}", {"save_dir": str(run_dir), "id": run_id})
-               for name, node in (cfg.logger or {}).items() if node]
-    for logger in loggers:
-        if logger.__class__.__name__ == "WandbLogger":
-            logger.experiment.config.update(plain(cfg), allow_val_change=True)
-    return loggers
-
-
-def build_trainer(settings: RunSettings, run_dir: Path, callbacks: list[Any]) -> tuple[L.Trainer, list[Any], ModelCheckpoint]:
-    cfg = settings.cfg
-    t = plain(cfg.trainer)
-    t.pop("checkpoint_every_n_train_steps", None)  # LastCheckpoint's
-    t["accumulate_grad_batches"] = settings.accumulate  # from task.micro_batch_size where the task sets it
-    if isinstance(t.get("strategy"), dict):  # a strategy object from its `_target_` (trainer=fsdp)
-        t["strategy"] = build(t["strategy"], "trainer.strategy")
-    loggers = build_loggers(settings, run_dir)
-    checkpoints = run_dir / "checkpoints"
-    metric = settings.task.metric
-    best = ModelCheckpoint(dirpath=str(checkpoints), filename="best", monitor=metric.val_key, mode=metric.direction,
-                           save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False)
-    extra = [build(node, f"callbacks.{name}", {}) for name, node in (cfg.get("callbacks") or {}).items() if node]
-    plugins = []
-    if SLURMEnvironment.detect():
-        # submitit's signal + requeue is the one mechanism; Lightning's would requeue a second time
-        plugins.append(SLURMEnvironment(auto_requeue=False))
-    trainer = L.Trainer(
-        **t,
-        plugins=plugins or None,
-        default_root_dir=str(run_dir),
-        logger=loggers or False,
-        callbacks=[best, *callbacks, RunIdentity(fingerprint(cfg)), *extra],
-        deterministic=bool(cfg.deterministic) or None,
-        enable_model_summary=False,
-    )
-    return trainer, loggers, best
-
-
-def _finish_wandb(loggers: list[Any]) -> None:
-    if any(logger.__class__.__name__ == "WandbLogger" for logger in loggers):
-        import wandb
-
-        wandb.finish()
 
 
 def print_summary(record: dict[str, Any]) -> None:

@@ -1,6 +1,12 @@
-"""The adapter-injection layer: every PEFT method of the paper behind one ``inject()``."""
+"""The adapter-injection layer: every PEFT method of the paper behind one ``inject()``.
 
-from . import dora, lora, mora, onelora, vera  # noqa: F401  (register the method classes)
+Every module of this package is imported here, so each method class registers itself
+(``@register("<kind>")``): a new per-layer update is one new module, listed nowhere else.
+"""
+
+import importlib as _importlib
+import pkgutil as _pkgutil
+
 from .base import ADAPTER_KINDS, AdaptedLinear, AdapterConfigError, is_linear, register
 from .inject import (
     AdapterReport,
@@ -15,6 +21,9 @@ from .inject import (
 from .spec import MethodSpec
 from .state import load_adapter, save_adapter
 from .targeting import ALL_LINEAR, TargetRule, select_linears, select_targets
+
+for _module in _pkgutil.iter_modules(__path__):
+    _importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "ADAPTER_KINDS",

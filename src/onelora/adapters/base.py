@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -86,23 +86,25 @@ def autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
     return torch.get_autocast_dtype(device_type)
 
 
-def apply_autocast(function: type[torch.autograd.Function], x: torch.Tensor, *args: Any, isolate: bool = True) -> torch.Tensor:
-    """Run a custom autograd function on ``x`` the way autocast runs ``nn.Linear``.
+def apply_autocast(call: Callable[..., torch.Tensor], x: torch.Tensor, *args: Any, isolate: bool = True) -> torch.Tensor:
+    """Run a fused adapter function on ``x`` the way autocast runs ``nn.Linear``.
 
-    This is ``torch.amp.custom_fwd(cast_inputs=<the autocast dtype>)`` for whichever device ``x``
-    is on, except that only the activation ``x`` is cast: the function receives the parameters in
-    their own dtype and casts the weight-sized operands itself (DoRA computes its weight norm in
-    them, as peft does). ``isolate``: run it with autocast off, as ``custom_fwd`` does (its backward
-    then switches autocast off too, with ``autocast_off``, as ``custom_bwd`` does); a function whose
-    every op casts its own operands may skip that and save a context switch per layer.
+    ``call`` is the function (``ops.fused_call``: its autograd Function in eager mode, its
+    registered op under ``torch.compile``). This is ``torch.amp.custom_fwd(cast_inputs=<the
+    autocast dtype>)`` for whichever device ``x`` is on, except that only the activation ``x`` is
+    cast: the function receives the parameters in their own dtype and casts the weight-sized
+    operands itself (DoRA computes its weight norm in them, as peft does). ``isolate``: run it with
+    autocast off, as ``custom_fwd`` does (its backward then switches autocast off too, with
+    ``autocast_off``, as ``custom_bwd`` does); a function whose every op casts its own operands may
+    skip that and save a context switch per layer.
     """
     dtype = autocast_dtype(x)
     if dtype is None:
-        return function.apply(x, *args)
+        return call(x, *args)
     if not isolate:
-        return function.apply(x.to(dtype), *args)
+        return call(x.to(dtype), *args)
     with torch.autocast(x.device.type, enabled=False):
-        return function.apply(x.to(dtype), *args)
+        return call(x.to(dtype), *args)
 
 
 @contextlib.contextmanager
@@ -152,6 +154,9 @@ class AdaptedLinear(nn.Module):
     adapter_tensor_names: ClassVar[tuple[str, ...]] = ()
     #: constructor arguments computed by ``shared_kwargs``, never set by a user
     internal_options: ClassVar[tuple[str, ...]] = ()
+    #: options that choose how the update is computed, not what it is (1LoRA's ``impl``): an adapter
+    #: saved with one value loads into a model injected with another
+    execution_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -195,6 +200,17 @@ class AdaptedLinear(nn.Module):
                 break
             names |= set(inspect.signature(klass.__init__).parameters)
         return sorted(names - set(FRAMEWORK_ARGUMENTS) - set(cls.internal_options))
+
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        """The value each option has when a method does not set it."""
+        defaults: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            if isinstance(klass, type) and issubclass(klass, AdaptedLinear):
+                for name, parameter in inspect.signature(klass.__init__).parameters.items():
+                    if parameter.default is not inspect.Parameter.empty:
+                        defaults[name] = parameter.default
+        return {k: v for k, v in defaults.items() if k in cls.option_names()}
 
     @classmethod
     def check_options(cls, **options: Any) -> None:

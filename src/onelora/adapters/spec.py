@@ -78,3 +78,22 @@ class MethodSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def update_differences(self, other: "MethodSpec") -> list[str]:
+        """The settings in which ``other`` computes another update than this method, each as
+        ``key: this vs other``. The name, options that only choose how the update is computed
+        (1LoRA's ``impl``) and options left at their default do not count."""
+        kind = ADAPTER_KINDS.get(self.linear or "none")
+        skip = set(getattr(kind, "execution_options", ()))
+        defaults = kind.option_defaults() if kind is not None else {}
+        out = []
+        mine, theirs = self.to_dict(), other.to_dict()
+        for key in mine:
+            if key not in ("name", "options") and mine[key] != theirs[key]:
+                out.append(f"method.{key}: {mine[key]!r} vs {theirs[key]!r}")
+        if self.linear == other.linear:
+            for option in sorted(set(self.options) | set(other.options)):
+                a, b = (o.get(option, defaults.get(option)) for o in (self.options, other.options))
+                if option not in skip and a != b:
+                    out.append(f"method.options.{option}: {a!r} vs {b!r}")
+        return out

@@ -77,8 +77,12 @@ def load_adapter(directory: str | Path, model: nn.Module, *, strict: bool = True
     if current is None:
         inject(model, saved, target_sets=config.get("target_sets") or None, head=config.get("head") or [],
                module_sets=config.get("module_sets") or {})
-    elif current.to_dict() != saved.to_dict():
-        raise AdapterConfigError(f"model is adapted with '{current.name}', the checkpoint holds '{saved.name}'")
+    else:  # the same update, however it is computed (1LoRA's impl=fused / autograd) loads
+        differences = current.update_differences(saved)
+        if differences:
+            raise AdapterConfigError(
+                f"adapter {directory} does not fit this model: the model is adapted with '{current.name}', the "
+                f"checkpoint holds '{saved.name}', and they differ in {'; '.join(differences)} (model vs checkpoint)")
     own = trainable_state(model)
     missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
     if strict and (missing or unexpected):

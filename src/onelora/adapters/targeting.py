@@ -10,13 +10,15 @@ by ``all-linear`` with the reason, and is an error when a pattern names it.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from torch import nn
 
+from ..models.patterns import is_under, matches
 from .base import AdapterConfigError, is_linear
+
+__all__ = ["ALL_LINEAR", "TargetRule", "is_under", "matches", "select_linears", "select_targets"]
 
 ALL_LINEAR = "all-linear"
 
@@ -37,10 +39,6 @@ class TargetRule:
             include = [include] if isinstance(include, str) else list(include)
             return cls(include=include, exclude=list(cfg.get("exclude", []) or []))
         return cls(include=list(cfg))
-
-
-def matches(name: str, patterns: Iterable[str]) -> bool:
-    return any(re.fullmatch(p, name) for p in patterns)
 
 
 def unadaptable_reason(name: str, module: nn.Module, parents: Mapping[str, nn.Module]) -> str | None:
@@ -99,11 +97,3 @@ def select_linears(
 ) -> list[tuple[str, nn.Module]]:
     """The (name, module) pairs a rule selects (``select_targets`` without the skipped layers)."""
     return select_targets(model, rule, head, set_name=set_name)[0]
-
-
-def is_under(name: str, prefixes: Iterable[str]) -> bool:
-    """True if ``name`` is a module matched by a pattern or lies inside one."""
-    for pattern in prefixes:
-        if re.fullmatch(pattern, name) or re.match(f"(?:{pattern})\\.", name):
-            return True
-    return False

@@ -12,6 +12,7 @@ from typing import Sequence
 
 from onelora.analysis import calibration, pca_alignment
 from onelora.analysis.rundir import RunDirError
+from onelora.reporting.index import write_index
 
 ANALYSES = {"pca_alignment": pca_alignment, "calibration": calibration}
 
@@ -29,10 +30,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        return ANALYSES[args.analysis].run(args)
+        status = ANALYSES[args.analysis].run(args)
     except RunDirError as err:
         print(f"onelora.analysis {args.analysis}: error: {err}", file=sys.stderr)
         return 2
+    if not status and getattr(args, "out", None):  # the folder's README lists the new files too
+        write_index(args.out)
+    return status
 
 
 if __name__ == "__main__":

@@ -42,8 +42,9 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..adapters import MethodSpec, inject
+from ..adapters import ADAPTER_KINDS, MethodSpec, inject
 from ..bench.memory import SavedTensorCounter, model_storage_keys, unique_bytes
+from ..methods import compared_methods
 
 GIB = 1024**3
 CONF = Path(__file__).resolve().parents[3] / "conf"
@@ -57,8 +58,6 @@ ZERO2_BUCKET_ELEMENTS = int(2e8)
 ZERO2_BUCKETS = 2
 #: MoRA's train.py default lora_dropout (its MetaMathQA command does not change it)
 MORA_SCRIPT_DROPOUT = 0.05
-#: the methods of Tables S6 / S7, plus DoRA, norms and full fine-tuning as references
-METHODS = ("onelora", "bitfit", "difffit", "lora_qkv", "lora", "vera", "dora", "mora1", "mora6", "norms", "full")
 #: the paper's claim: at 13B, 2 samples per 40 GB GPU fit for these only (Table S7)
 PAPER_FITS_13B = {"onelora", "bitfit", "difffit", "lora_qkv"}
 #: GPU memory in % of a 40 GB A100 as printed in Tables S6 / S7
@@ -95,7 +94,7 @@ def method_spec(model_cfg: Mapping[str, Any], method: str, dropout: float | None
     from ..methods import method_spec as shipped
 
     spec = shipped(method, **(model_cfg.get("method_overrides") or {}).get(method, {}))
-    if dropout is not None and spec.linear in ("lora", "dora", "vera"):
+    if dropout is not None and spec.linear and "dropout" in ADAPTER_KINDS[spec.linear].option_names():
         spec.options["dropout"] = dropout
     return spec
 
@@ -326,9 +325,11 @@ def _gib(x: float) -> str:
     return f"{x / GIB:.2f}"
 
 
-def fitted_run(out: Path, models: Sequence[str] = ("llama2_7b", "llama2_13b"), methods: Sequence[str] = METHODS,
+def fitted_run(out: Path, models: Sequence[str] = ("llama2_7b", "llama2_13b"), methods: Sequence[str] | None = None,
                tokens: tuple[int, ...] = (32, 64, 96), conf: Path = CONF, log=print) -> str:
-    """The former report: the fitted model of every (model, method) (hours on a CPU)."""
+    """The former report: the fitted model of every (model, method) (hours on a CPU). ``methods``:
+    config files; None: the paper's compared methods (``describe.compared`` of conf/method/)."""
+    methods = list(methods) if methods is not None else compared_methods()
     rows: dict[tuple[str, str, str, bool], Budget] = {}
     profiles: dict[tuple[str, str, str, bool], ActivationProfile] = {}
     started = time.time()
@@ -573,11 +574,13 @@ def rows_of(models: Sequence[str], methods: Sequence[str]) -> list[tuple[str, st
             if variant != "mora_dropout" or method in DROPOUT_METHODS]
 
 
-def run(out: Path, models: Sequence[str] = ("llama2_7b", "llama2_13b"), methods: Sequence[str] = METHODS, *,
+def run(out: Path, models: Sequence[str] = ("llama2_7b", "llama2_13b"), methods: Sequence[str] | None = None, *,
         jobs: int = 1, cache: Path | None = None, cross_check: Sequence[str] = (), log=print) -> str:
-    """reports/memory_llama.md from the plan; ``cross_check``: methods whose 13B activations the fitted
-    model also measures."""
+    """reports/memory_llama.md from the plan (``methods``: config files; None: the compared ones);
+    ``cross_check``: methods whose 13B activations the fitted model also measures."""
     from ..plan.paper import plan_all
+
+    methods = list(methods) if methods is not None else compared_methods()
 
     rows = rows_of(models, methods)
     records = plan_all([plan_configs(*r) for r in rows], cache_dir=str(cache) if cache else None, jobs=jobs, log=log)
@@ -748,7 +751,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("reports/memory_llama.md"))
     parser.add_argument("--models", nargs="+", default=list(PAPER_RUNS))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=None, help="method configs (default: the compared ones)")
     parser.add_argument("--jobs", type=int, default=1, help="processes tracing runs in parallel")
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("ONELORA_CACHE", ".cache")) / "plan")
     parser.add_argument("--cross-check", nargs="*", default=[], metavar="METHOD",

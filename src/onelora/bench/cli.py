@@ -13,6 +13,12 @@ Profiles:
 
 ``--groups`` runs a part of a profile, e.g. ``--groups autocast --models vit`` measures only the
 mixed-precision runs of ViT-B.
+
+``--compile`` adds each method's compiled variant (``torch.compile`` of its model, Inductor unless
+``--compile-backend`` says otherwise) beside the eager one in the main and autocast runs, timed in
+the same interleaved rounds; ``--compile-methods`` picks which methods (default: both 1LoRAs, LoRA,
+DoRA and peft's LoRA; BitFit, the reference of the ratios, always). Compiling costs tens of seconds
+per model on a CPU.
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ from .models import SHAPES
 #: the methods the scaling runs cover (every method runs in the main groups)
 SCALING_METHODS = ["frozen", "bitfit", "onelora", "lora", "dora", "full"]
 #: the methods the mixed-precision (autocast) runs cover
-AUTOCAST_METHODS = ["frozen", "bitfit", "onelora", "lora", "dora", "peft_lora", "peft_dora"]
+AUTOCAST_METHODS = ["frozen", "bitfit", "onelora", "onelora_listing", "lora", "dora", "peft_lora", "peft_dora"]
+#: the methods that get a compiled variant with --compile (unless --compile-methods says otherwise)
+COMPILE_METHODS = ["onelora", "onelora_listing", "lora", "dora", "peft_lora"]
 #: the parts of a profile, in the order they run
 GROUPS = ("main", "autocast", "scale_batch", "scale_width", "merged")
 
@@ -85,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     size.add_argument("--paper-sizes", action="store_true", help="paper-sized shapes and more steps (for a GPU)")
     p.add_argument("--out", default="reports", help="output folder (bench.json, bench.md, bench.png, ...)")
     p.add_argument("--models", default="vit,llama", help="main model families, comma-separated: vit, llama")
-    p.add_argument("--methods", default="", help=f"comma-separated method keys (default all): {', '.join(methods.BY_KEY)}")
+    p.add_argument("--methods", default="", help=f"comma-separated method keys (default all): {', '.join(methods.by_key())}")
     p.add_argument("--batch", type=int, default=None, help="batch size of the main runs (overrides the profile)")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per method in the main runs")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps per method before the measured step")
@@ -99,6 +107,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda if available)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--budget-s", type=float, default=None, help="time budget in seconds (timed rounds stop early)")
+    p.add_argument("--compile", action="store_true",
+                   help="also run each method of --compile-methods compiled (torch.compile), beside its eager run")
+    p.add_argument("--compile-methods", default=",".join(COMPILE_METHODS),
+                   help="comma-separated method keys that get a compiled variant with --compile")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compiled variants")
+    p.add_argument("--compile-mode", default=None,
+                   help="torch.compile mode of the compiled variants (default, reduce-overhead, max-autotune, ...)")
     return p.parse_args(argv)
 
 
@@ -144,6 +159,13 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     if device.type == "cpu":
         memory.configure_cpu_allocator()
     selected = methods.select([k.strip() for k in args.methods.split(",") if k.strip()])
+    compiled: list = []
+    compile_options: dict[str, Any] = {}
+    if args.compile:
+        wanted = [k.strip() for k in args.compile_methods.split(",") if k.strip()]
+        methods.select(wanted)  # unknown keys fail here
+        compiled = [m for m in selected if m.key in set(wanted) | {"bitfit"}]  # ratios need the compiled BitFit
+        compile_options = {"backend": args.compile_backend, **({"mode": args.compile_mode} if args.compile_mode else {})}
     families = [f.strip() for f in args.models.split(",") if f.strip()]
     groups = {g.strip() for g in args.groups.split(",") if g.strip()}
     if groups - set(GROUPS):
@@ -206,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
             share = max(left, 0.0) * weight / sum(p[5] for p in plan[i:])
         log(f"[{elapsed:.0f} s] {group}: {name} batch {batch}")
         if group == "merged":
-            wanted = [m.method for m in selected if m.impl == "onelora" and m.method in inference.MERGEABLE]
+            wanted = [m.method for m in selected if methods.mergeable(m)]
             merged = inference.run_merged(
                 SHAPES[name], batch, wanted, device=device, dtype=dtype, rounds=r, budget_s=share, log=log
             )
@@ -214,6 +236,8 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         recs = core.run_group(
             SHAPES[name], batch, ms, device=device, dtype=dtype, warmup=warmup, rounds=r, budget_s=share,
             autocast=autocast if group == "autocast" else None, log=log,
+            compiled=[m for m in compiled if m in ms] if group in ("main", "autocast") else None,
+            compile_options=compile_options,
         )
         for rec in recs:
             rec["group"] = group
@@ -242,15 +266,18 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         "peak_method": "cuda_max_allocated" if device.type == "cuda" else "cpu_process_peak_rss",
         "skipped": skipped,
         "budget_s": budget,
+        "compile": compile_options or None,
     }
     paths = report.write(records, merged, meta, Path(args.out))
     log(f"[{meta['duration_s']:.0f} s] wrote " + ", ".join(str(p) for p in paths.values()))
     for kind in ("main", "autocast"):
         for group in report.groups_of(records, kind):
-            where = group[0]["model"] + (f" ({group[0]['autocast']} autocast)" if kind == "autocast" else "")
-            for t in report.check_targets(group):
-                verdict = ("met" if t["met"] else "NOT met") if t["applies"] else ("(informative)")
-                log(f"  {where}: {t['target']}: {t['value']:.3f} {t['op']} {t['limit']}: {verdict}")
+            for variant, view in report.variant_views(group):
+                where = group[0]["model"] + (f" ({group[0]['autocast']} autocast)" if kind == "autocast" else "")
+                where += ", compiled" if variant == "compiled" else ""
+                for t in report.check_targets(view):
+                    verdict = ("met" if t["met"] else "NOT met") if t["applies"] else ("(informative)")
+                    log(f"  {where}: {t['target']}: {t['value']:.3f} {t['op']} {t['limit']}: {verdict}")
     return paths
 
 

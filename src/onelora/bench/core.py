@@ -24,12 +24,26 @@ from .methods import BenchMethod, apply, check_only_head_trains, count_adapted
 from .models import ModelShape, build, loss_fn, make_batch
 
 
+#: the variants a method can run in: as built, or through ``torch.compile``
+VARIANTS = ("eager", "compiled")
+
+
 @dataclass
 class Entry:
     method: BenchMethod
     model: nn.Module
     optimizer: torch.optim.Optimizer
     params: list[nn.Parameter]
+    variant: str = "eager"
+
+    @property
+    def key(self) -> str:
+        """The record's key: the method's, with ``@compiled`` for its compiled variant."""
+        return variant_key(self.method.key, self.variant)
+
+
+def variant_key(key: str, variant: str) -> str:
+    return key if variant == "eager" else f"{key}@{variant}"
 
 
 def clone_sharing(base: nn.Module) -> nn.Module:
@@ -62,12 +76,22 @@ def release_memory(collect: bool = True) -> None:
 
 
 def prepare(
-    shape: ModelShape, methods: list[BenchMethod], *, device: torch.device, dtype: torch.dtype, lr: float = 1e-5
+    shape: ModelShape,
+    methods: list[BenchMethod],
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    lr: float = 1e-5,
+    compiled: list[BenchMethod] | None = None,
+    compile_options: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, list[Entry]]:
+    """The base model and one entry per method, then one more per method of ``compiled``: the same
+    method with its model compiled in place (``nn.Module.compile(**compile_options)``)."""
     base = build(shape).to(device=device, dtype=dtype)
     shared = memory.model_storage_keys(base)
     entries = []
-    for method in methods:
+    plan = [(m, "eager") for m in methods] + [(m, "compiled") for m in compiled or []]
+    for method, variant in plan:
         model = apply(method, clone_sharing(base), shape)
         if method.method == "frozen":
             check_only_head_trains(model, shape)
@@ -76,7 +100,9 @@ def prepare(
         fused = device.type == "cuda" and dtype in (torch.float32, torch.float16, torch.bfloat16)
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, fused=fused or None)
         init_optimizer_state(optimizer, params)
-        entries.append(Entry(method, model, optimizer, params))
+        if variant == "compiled":
+            model.compile(**(compile_options or {}))
+        entries.append(Entry(method, model, optimizer, params, variant))
     return base, entries
 
 
@@ -163,23 +189,34 @@ def run_group(
     rounds: int,
     budget_s: float | None = None,
     autocast: torch.dtype | None = None,
+    compiled: list[BenchMethod] | None = None,
+    compile_options: dict[str, Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Records (one per method) for one model shape at one batch size (forward under
-    ``torch.autocast`` in ``autocast`` if given, the model staying in ``dtype``)."""
+    """Records (one per method, and one per method of ``compiled`` for its compiled variant) for
+    one model shape at one batch size (forward under ``torch.autocast`` in ``autocast`` if given,
+    the model staying in ``dtype``). A compiled variant's first step compiles (``compile_s``), and
+    is an extra warm-up step, so the measured and timed steps run the compiled code."""
     t0 = time.perf_counter()
-    base, entries = prepare(shape, methods, device=device, dtype=dtype)
+    base, entries = prepare(shape, methods, device=device, dtype=dtype, compiled=compiled,
+                            compile_options=compile_options)
     data = make_batch(shape, batch, device=device, dtype=dtype)
     steps = [make_step(shape, e, data, device=device, autocast=autocast) for e in entries]
     measured: list[dict[str, Any]] = []
     steps[0]()  # the process's first step pages in code and library state that no method should pay for
     for entry, step in zip(entries, steps):
+        compile_s = None
+        if entry.variant == "compiled":
+            t1 = time.perf_counter()
+            step()
+            compile_s = time.perf_counter() - t1
         t1 = time.perf_counter()
         for _ in range(warmup):
             step()
         t2 = time.perf_counter()
-        measured.append(measured_step(shape, entry, data, device, autocast))
-        log(f"    {entry.method.key}: warm-up {t2 - t1:.1f} s, measured step {time.perf_counter() - t2:.1f} s")
+        measured.append({**measured_step(shape, entry, data, device, autocast), "compile_s": compile_s})
+        compiling = f"compile + first step {compile_s:.1f} s, " if compile_s is not None else ""
+        log(f"    {entry.key}: {compiling}warm-up {t2 - t1:.1f} s, measured step {time.perf_counter() - t2:.1f} s")
     setup_s = time.perf_counter() - t0
     left = None if budget_s is None else max(budget_s - setup_s, 0.0)
     times, cpu_times = timing.interleaved(steps, rounds=rounds, device=device, budget_s=left)
@@ -189,8 +226,9 @@ def run_group(
             {
                 "method": entry.method.method,
                 "impl": entry.method.impl,
-                "key": entry.method.key,
-                "label": entry.method.label,
+                "key": entry.key,
+                "variant": entry.variant,
+                "label": entry.method.label + (", compiled" if entry.variant == "compiled" else ""),
                 "model": shape.name,
                 "family": shape.family,
                 "width": shape.arch["hidden_size"],
@@ -209,7 +247,7 @@ def run_group(
             }
         )
     add_ratios(records, times=times)
-    log(f"  {shape.name} batch {batch}: {len(entries)} methods, {len(times[0])} rounds, {time.perf_counter() - t0:.0f} s")
+    log(f"  {shape.name} batch {batch}: {len(entries)} entries, {len(times[0])} rounds, {time.perf_counter() - t0:.0f} s")
     del base, entries, steps, data
     release_memory()
     return records
@@ -225,15 +263,25 @@ RATIO_FIELDS = ("step_time_ms", "cpu_time_ms", "saved_bytes", "trainable_bytes",
 
 
 def add_ratios(records: list[dict[str, Any]], times: list[list[float]] | None = None) -> None:
-    """``<field>_vs_frozen`` and ``<field>_vs_bitfit`` for every figure, from the same group."""
+    """``<field>_vs_frozen`` and ``<field>_vs_bitfit`` for every figure, to the reference of the same
+    variant (a compiled method to the compiled BitFit) in the same group; for a compiled variant
+    also ``<field>_vs_eager``, to the same method run eagerly."""
     by_key = {r["key"]: (i, r) for i, r in enumerate(records)}
-    for ref in ("frozen", "bitfit"):
-        if ref not in by_key:
-            continue
-        ref_index, ref_record = by_key[ref]
-        for i, record in enumerate(records):
-            for f in RATIO_FIELDS:
-                denom = ref_record[f]
-                record[f"{f}_vs_{ref}"] = record[f] / denom if denom else None
-            if times is not None:
-                record[f"step_time_vs_{ref}_paired"] = timing.paired_ratio(times[i], times[ref_index])
+
+    def compare(i: int, record: dict[str, Any], ref_key: str, suffix: str) -> None:
+        if ref_key not in by_key:
+            return
+        ref_index, ref_record = by_key[ref_key]
+        for f in RATIO_FIELDS:
+            denom = ref_record[f]
+            record[f"{f}_vs_{suffix}"] = record[f] / denom if denom else None
+        if times is not None:
+            record[f"step_time_vs_{suffix}_paired"] = timing.paired_ratio(times[i], times[ref_index])
+
+    for i, record in enumerate(records):
+        variant = record.get("variant", "eager")
+        base_key = record["key"].removesuffix(f"@{variant}") if variant != "eager" else record["key"]
+        for ref in ("frozen", "bitfit"):
+            compare(i, record, variant_key(ref, variant), ref)
+        if variant != "eager":
+            compare(i, record, base_key, "eager")

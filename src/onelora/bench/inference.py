@@ -19,10 +19,8 @@ from ..adapters import AdaptedLinear, merge_and_unload
 from . import timing
 from .core import clone_sharing, own_trained_tensors, release_memory
 from .memory import model_storage_keys
-from .methods import OURS, BenchMethod, apply
+from .methods import BenchMethod, apply, ours
 from .models import ModelShape, build, make_batch
-
-MERGEABLE = ("bitfit", "onelora", "lora", "vera", "dora", "mora1", "mora6", "difffit")
 
 
 @torch.no_grad()
@@ -55,7 +53,7 @@ def run_merged(
     base = build(shape).to(device=device, dtype=dtype).eval()
     data = make_batch(shape, batch, device=device, dtype=dtype)
     shared = model_storage_keys(base)
-    by_name: dict[str, BenchMethod] = {m.method: m for m in OURS}
+    by_name: dict[str, BenchMethod] = {m.method: m for m in ours()}
     models: list[tuple[str, str, nn.Module]] = [("base", "base", base)]
     diffs: dict[str, float] = {}
     for name in methods:

@@ -13,10 +13,8 @@ from typing import Any
 from torch import nn
 
 from ..adapters import MethodSpec, inject
-from ..methods import method_config
+from ..methods import BenchRow, MethodInfo, method_config, method_table
 from .models import ModelShape, target_names
-
-PEFT_METHODS = ("lora", "vera", "dora")
 
 
 @dataclass(frozen=True)
@@ -25,56 +23,68 @@ class BenchMethod:
     impl: str  # "onelora" (this package) or "peft"
     label: str  # for tables and charts
     spec: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    #: a row that changes its method's options (1LoRA's listing, DoRA keep_output): same merged model
+    variant: bool = False
 
     @property
     def key(self) -> str:
         return self.method if self.impl == "onelora" else f"peft_{self.method}"
 
 
-def _ours(method: str, label: str, config: str, **options: Any) -> BenchMethod:
-    """A method of conf/method/<config>.yaml (with extra ``options`` for a variant)."""
-    spec = dict(method_config(config))
-    spec.update(name=method, options={**(spec.get("options") or {}), **options})
-    spec.pop("lr", None)
+#: the rows every ratio refers to: they run first, and every selection includes them
+REFERENCES = ("frozen", "bitfit")
+
+
+def _ours(info: MethodInfo, row: BenchRow) -> BenchMethod:
+    """A benchmark row of conf/method/<file>.yaml (``describe.bench``), its options changed as it says."""
+    spec = method_config(info.file)
+    spec.update(name=row.key, options={**(spec.get("options") or {}), **row.options})
+    for key in ("lr", "describe"):
+        spec.pop(key, None)
     spec.pop("modules", None)  # the bench's models train their head with every method
-    return BenchMethod(method, "onelora", label, spec)
+    return BenchMethod(row.key, "onelora", row.label, spec, variant=bool(row.options))
 
 
-#: in the order they run (and are tabulated); the specs are the shipped method configs
-OURS = [
-    _ours("frozen", "frozen base (head only)", "head"),
-    _ours("bitfit", "BitFit", "bitfit"),
-    _ours("onelora", "1LoRA (fused)", "onelora", impl="fused"),
-    _ours("onelora_listing", "1LoRA (paper's listing)", "onelora", impl="autograd"),
-    _ours("lora", "LoRA r=1", "lora"),
-    _ours("vera", "VeRA r=1", "vera"),
-    _ours("dora", "DoRA r=1", "dora"),
-    _ours("dora_keep_output", "DoRA r=1 (keep_output)", "dora", keep_output=True),
-    _ours("mora1", "MoRA type 1", "mora1"),
-    _ours("mora6", "MoRA type 6", "mora6"),
-    _ours("difffit", "DiffFit", "difffit"),
-    _ours("norms", "norms", "norms"),
-    _ours("full", "full", "full"),
-]
+def ours() -> list[BenchMethod]:
+    """Our rows, in the order they run (and are tabulated): the references, then the method table's order."""
+    rows = [_ours(info, row) for info in method_table().values() for row in info.bench]
+    return sorted(rows, key=lambda m: m.method not in REFERENCES)
+
+
+#: peft's counterparts of ours, at r=1 on the same target layers
 PEFT = [
     BenchMethod("lora", "peft", "peft LoRA r=1"),
     BenchMethod("vera", "peft", "peft VeRA r=1"),
     BenchMethod("dora", "peft", "peft DoRA r=1"),
 ]
-ALL_METHODS = OURS + PEFT
-BY_KEY = {m.key: m for m in ALL_METHODS}
+
+
+def all_methods() -> list[BenchMethod]:
+    return ours() + PEFT
+
+
+def by_key() -> dict[str, BenchMethod]:
+    return {m.key: m for m in all_methods()}
+
+
+def mergeable(method: BenchMethod) -> bool:
+    """Merged inference times it: one of our methods (not a variant, which merges into the same
+    model) that wraps the target linears (a linear update, bias or gamma): merging folds it away."""
+    return method.impl == "onelora" and not method.variant and MethodSpec.from_config(method.spec).wraps_linears
 
 
 def select(keys: list[str] | None) -> list[BenchMethod]:
     """Methods by key (``lora``, ``peft_lora``, ...), in the canonical order; ``frozen`` and
     ``bitfit`` are always included (every ratio refers to them)."""
+    methods = all_methods()
     if not keys:
-        return list(ALL_METHODS)
-    unknown = [k for k in keys if k not in BY_KEY]
+        return methods
+    known = [m.key for m in methods]
+    unknown = [k for k in keys if k not in known]
     if unknown:
-        raise ValueError(f"unknown bench method(s) {unknown}; available: {', '.join(BY_KEY)}")
-    wanted = set(keys) | {"frozen", "bitfit"}
-    return [m for m in ALL_METHODS if m.key in wanted]
+        raise ValueError(f"unknown bench method(s) {unknown}; available: {', '.join(known)}")
+    wanted = set(keys) | set(REFERENCES)
+    return [m for m in methods if m.key in wanted]
 
 
 def apply(method: BenchMethod, model: nn.Module, shape: ModelShape) -> nn.Module:

@@ -116,6 +116,42 @@ def _mb(x: float | None) -> str:
     return "-" if x is None else f"{x / MB:,.1f}"
 
 
+def variant_views(group: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """``(variant, records)`` for each variant in the group (eager first), the records' keys
+    without the variant's suffix, so the targets read the compiled methods as the eager ones."""
+    out = []
+    for variant in ("eager", "compiled"):
+        view = [dict(r, key=r["key"].removesuffix(f"@{variant}")) for r in group if r.get("variant", "eager") == variant]
+        if view:
+            out.append((variant, view))
+    return out
+
+
+def compiled_table(group: list[dict[str, Any]]) -> str:
+    """Per method with a compiled variant: eager and compiled step time and activations."""
+    eager = {r["key"]: r for r in group if r.get("variant", "eager") == "eager"}
+    rows = []
+    for r in group:
+        if r.get("variant") != "compiled":
+            continue
+        e = eager.get(r["key"].removesuffix("@compiled"))
+        if e is None:
+            continue
+        rows.append(
+            f"| {e['label']} | {e['step_time_ms']:,.1f} | {r['step_time_ms']:,.1f} | {_fmt(r.get('step_time_ms_vs_eager'), 3)} "
+            f"({_fmt(r.get('step_time_vs_eager_paired'), 3)}) | {_fmt(e.get('step_time_ms_vs_bitfit'), 3)} | "
+            f"{_fmt(r.get('step_time_ms_vs_bitfit'), 3)} | {_mb(e['saved_bytes'])} | {_mb(r['saved_bytes'])} | "
+            f"{_fmt(r.get('compile_s'), 1)} |"
+        )
+    if not rows:
+        return ""
+    return (
+        "| method | eager ms | compiled ms | compiled / eager (paired) | eager x BitFit | compiled x compiled BitFit | "
+        "eager saved MB | compiled saved MB | compile + first step s |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(rows) + "\n"
+    )
+
+
 def groups_of(records: list[dict[str, Any]], kind: str) -> list[list[dict[str, Any]]]:
     seen: dict[tuple, list[dict[str, Any]]] = {}
     for r in records:
@@ -266,10 +302,16 @@ def markdown(records: list[dict[str, Any]], merged: list[dict[str, Any]], meta: 
                 "are to BitFit under the same autocast, in the same run.\n\n"
             )
         parts.append(main_table(group))
-        pt = peft_table(group)
-        if pt:
-            parts.append("\nOurs vs peft on the same model and targets:\n\n" + pt)
-        parts.append("\nTargets:\n\n" + targets_table(check_targets(group)))
+        ct = compiled_table(group)
+        if ct:
+            parts.append("\nCompiled (`torch.compile`) against eager, in the same rounds; a compiled method's "
+                         "ratios are to the compiled BitFit:\n\n" + ct)
+        for variant, view in variant_views(group):
+            pt = peft_table(view)
+            what = " (compiled)" if variant == "compiled" else ""
+            if pt:
+                parts.append(f"\nOurs vs peft on the same model and targets{what}:\n\n" + pt)
+            parts.append(f"\nTargets{what}:\n\n" + targets_table(check_targets(view)))
     batch = [r for r in records if r.get("group") in ("scale_batch",)]
     if batch:
         parts.append(f"\n## Scaling with the batch ({batch[0]['model']})\n\n" + scaling_table(batch, "batch"))
@@ -359,10 +401,12 @@ def write(records: list[dict[str, Any]], merged: list[dict[str, Any]], meta: dic
              "meta": out_dir / "bench_meta.json", "markdown": out_dir / "bench.md"}
     paths["json"].write_text(json.dumps(records, indent=1))
     paths["inference"].write_text(json.dumps(merged, indent=1))
-    targets = {f"{g[0]['model']}@{g[0]['batch']}": check_targets(g) for g in groups_of(records, "main")}
-    targets.update(
-        {f"{g[0]['model']}@{g[0]['batch']}+autocast_{g[0]['autocast']}": check_targets(g) for g in groups_of(records, "autocast")}
-    )
+    targets = {}
+    for kind in ("main", "autocast"):
+        for g in groups_of(records, kind):
+            name = f"{g[0]['model']}@{g[0]['batch']}" + (f"+autocast_{g[0]['autocast']}" if kind == "autocast" else "")
+            for variant, view in variant_views(g):
+                targets[name + ("+compiled" if variant == "compiled" else "")] = check_targets(view)
     paths["meta"].write_text(json.dumps({**meta, "targets": targets}, indent=1))
     paths["markdown"].write_text(markdown(records, merged, meta))
     for i, p in enumerate(charts(records, out_dir)):

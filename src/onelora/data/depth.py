@@ -41,6 +41,7 @@ from torch.utils.data._utils.collate import default_collate
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from .crops import crop_box
 from .errors import MissingDataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -54,7 +55,7 @@ class DepthDatasetSpec:
     name: str
     min_depth: float
     max_depth: float
-    eval_crop: str | None  # see onelora.metrics.depth.crop_box
+    eval_crop: str | None  # see onelora.data.crops.crop_box
     brightness: tuple[float, float]
     depth_format: str  # png_mm (NYU) | png_256 (KITTI) | npy (DIODE)
     kb_crop: tuple[int, int] | None  # (height, width) or None
@@ -347,8 +348,6 @@ class _DepthDataModule(L.LightningDataModule):
         use_depth_mask: bool = False,
     ):
         super().__init__()
-        from ..metrics.depth import crop_box
-
         self.spec = spec
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+#: the transfer in miniature: pre-train on the source classes, fine-tune on the target classes
 SPLITS = {"source": (0, 1, 2, 3, 4), "target": (5, 6, 7, 8, 9)}
 
 
@@ -38,16 +39,25 @@ class ShiftedDigits(Dataset):
         return image, self.labels[index]
 
 
-def load_digits_split(split: str, rotate: int, mean: float, std: float) -> tuple[torch.Tensor, torch.Tensor]:
+def digits_images(split: str | None = None, *, rotate: int = 0, mean: float = 0.5,
+                  std: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's digits as (N, 1, 8, 8) float32 images ``(x / 16 - mean) / std`` (in [-1, 1]
+    by default) and their labels: all ten classes, or the classes of ``split`` relabelled from 0,
+    optionally rotated by ``rotate`` degrees (a multiple of 90). The one loader of the digits: the
+    classification and generation tasks and the FID features all read them here."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    classes = SPLITS[split]
-    keep = np.isin(digits.target, classes)
-    images = digits.images[keep] / 16.0
+    images, labels = digits.images, digits.target
+    if split is not None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+        classes = SPLITS[split]
+        keep = np.isin(labels, classes)
+        images, labels = images[keep], labels[keep] - min(classes)
+    images = images / 16.0
     if rotate:
         images = np.rot90(images, k=rotate // 90, axes=(1, 2))
-    labels = digits.target[keep] - min(classes)
     x = torch.tensor(np.ascontiguousarray(images), dtype=torch.float32)[:, None]
     return (x - mean) / std, torch.tensor(labels, dtype=torch.long)
 
@@ -85,7 +95,7 @@ class DigitsDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         from sklearn.model_selection import train_test_split
 
-        x, y = load_digits_split(self.split, self.rotate, self.mean, self.std)
+        x, y = digits_images(self.split, rotate=self.rotate, mean=self.mean, std=self.std)
         index = np.arange(len(y))
         train_idx, test_idx = (index, index[:0])
         if self.test_fraction:

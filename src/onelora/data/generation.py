@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from .digits import SPLITS, digits_images
 from .errors import missing_data
 
 # ---------------------------------------------------------------------------------------------
@@ -234,8 +235,6 @@ class Food101GenerationDataModule(L.LightningDataModule):
 # Digits
 # ---------------------------------------------------------------------------------------------
 
-DIGIT_SPLITS = {"source": (0, 1, 2, 3, 4), "target": (5, 6, 7, 8, 9)}
-
 
 class TensorImages(Dataset):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
@@ -246,18 +245,6 @@ class TensorImages(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {"image": self.images[index], "label": self.labels[index]}
-
-
-def load_generation_digits(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Digits of ``split`` as (N, 1, 8, 8) in [-1, 1], labels relabelled from 0."""
-    from ..metrics.fid import digits_images
-
-    if split not in DIGIT_SPLITS:
-        raise ValueError(f"task.data.split must be one of {sorted(DIGIT_SPLITS)}, got {split!r}")
-    images, labels = digits_images()
-    classes = DIGIT_SPLITS[split]
-    keep = (labels >= min(classes)) & (labels <= max(classes))
-    return images[keep], labels[keep] - min(classes)
 
 
 class DigitsGenerationDataModule(L.LightningDataModule):
@@ -291,8 +278,8 @@ class DigitsGenerationDataModule(L.LightningDataModule):
         super().__init__()
         if steps_per_epoch is not None and int(steps_per_epoch) < 1:
             raise ValueError(f"task.data.steps_per_epoch must be >= 1 (or null: one pass), got {steps_per_epoch}")
-        if split not in DIGIT_SPLITS:
-            raise ValueError(f"task.data.split must be one of {sorted(DIGIT_SPLITS)}, got {split!r}")
+        if split not in SPLITS:
+            raise ValueError(f"task.data.split must be one of {sorted(SPLITS)}, got {split!r}")
         for key, value in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"task.data.{key} must be in [0, 1), got {value}")
@@ -304,7 +291,7 @@ class DigitsGenerationDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         from sklearn.model_selection import train_test_split
 
-        images, labels = load_generation_digits(self.split)
+        images, labels = digits_images(self.split)  # in [-1, 1]
         index = np.arange(len(labels))
         train_idx, test_idx = index, index[:0]
         if self.test_fraction:

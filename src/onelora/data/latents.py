@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..cache import build_once
+
 FORMAT = 1
 
 
@@ -27,7 +29,7 @@ def latent_cache_path(cache_dir: str | Path, dataset_key: str, vae: Any) -> Path
     key = f"{dataset_key}|{vae.cache_key}|hflip-cache-v{FORMAT}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     name = "".join(c if c.isalnum() or c in "-_" else "-" for c in dataset_key.split("|")[0])[:40]
-    return Path(cache_dir) / "latents" / f"{name}-{digest}.pt"
+    return Path(cache_dir).expanduser() / "latents" / f"{name}-{digest}.pt"
 
 
 def _images_and_labels(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,37 +48,37 @@ def cache_latents(dataset: Dataset, vae: Any, path: str | Path, *, dataset_key: 
     interrupted run leaves no half-written cache. ``device``: where the VAE runs (default: the
     first GPU if there is one).
     """
-    path = Path(path)
-    if path.is_file():
-        return path
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    vae = vae.to(device)
-    means, stds, flip_means, flip_stds, labels = [], [], [], [], []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    for batch in loader:
-        images, y = _images_and_labels(batch)
-        images = images.to(device)
-        mean, std = vae.moments(images)
-        means.append(mean.half().cpu())
-        stds.append(std.half().cpu())
+
+    def encode(path: Path) -> None:
+        where = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        encoder = vae.to(where)
+        means, stds, flip_means, flip_stds, labels = [], [], [], [], []
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+        for batch in loader:
+            images, y = _images_and_labels(batch)
+            images = images.to(where)
+            mean, std = encoder.moments(images)
+            means.append(mean.half().cpu())
+            stds.append(std.half().cpu())
+            if hflip:
+                mean, std = encoder.moments(images.flip(-1))
+                flip_means.append(mean.half().cpu())
+                flip_stds.append(std.half().cpu())
+            labels.append(y.long().cpu())
+        if not labels:
+            raise ValueError(f"cannot cache latents of an empty dataset ({dataset_key})")
+        content = {
+            "format": FORMAT, "dataset_key": dataset_key, "vae": encoder.cache_key, "scale": float(encoder.scale),
+            "mean": torch.cat(means), "std": torch.cat(stds), "label": torch.cat(labels),
+        }
         if hflip:
-            mean, std = vae.moments(images.flip(-1))
-            flip_means.append(mean.half().cpu())
-            flip_stds.append(std.half().cpu())
-        labels.append(y.long().cpu())
-    if not labels:
-        raise ValueError(f"cannot cache latents of an empty dataset ({dataset_key})")
-    content = {
-        "format": FORMAT, "dataset_key": dataset_key, "vae": vae.cache_key, "scale": float(vae.scale),
-        "mean": torch.cat(means), "std": torch.cat(stds), "label": torch.cat(labels),
-    }
-    if hflip:
-        content["flip_mean"], content["flip_std"] = torch.cat(flip_means), torch.cat(flip_stds)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(content, tmp)
-    tmp.replace(path)
-    return path
+            content["flip_mean"], content["flip_std"] = torch.cat(flip_means), torch.cat(flip_stds)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(content, tmp)
+        tmp.replace(path)
+
+    # a complete file is only read (a teammate's read-only cache serves as it is)
+    return build_once(Path(path), encode, complete=Path.is_file, what="the cached training latents")
 
 
 class LatentDataset(Dataset):

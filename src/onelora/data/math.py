@@ -1,6 +1,7 @@
 """MetaMathQA for supervised fine-tuning, the way MoRA's code (kongds/MoRA, training_utils.py) feeds
 LLaMA-2: the Alpaca prompt, the response plus EOS as the target, the prompt masked out of the loss,
-at most 512 tokens, right padding; and the paper's seeded 80/20 train/validation split.
+at most 512 tokens, right padding; and the paper's seeded 80/20 train/validation split (of the
+records of the chosen ``types`` when set: filtered first, so each type is split 80/20 too).
 
 One deliberate difference from MoRA: the prompt and the response are tokenised SEPARATELY and the
 ids joined (MoRA tokenises the joined string and masks as many tokens as the prompt alone has). So
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..config import ConfigError
 from .errors import MissingDataError, missing_data
 
 IGNORE_INDEX = -100
@@ -231,20 +233,24 @@ class MetaMathDataModule(L.LightningDataModule):
             raise missing_data("MetaMathQA", self.path, "a json file", METAMATH_HOW)
         if self.accuracy_problems and self.gsm8k_path and not Path(self.gsm8k_path).expanduser().is_file():
             raise missing_data("GSM8K", self.gsm8k_path, "a json lines file", GSM8K_HOW)
+        self.setup()  # read and split now: a bad `types` stops the run before any pre-training
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_records is not None:
             return
         records = load_metamath(self.path)
+        if self.types:  # before the split: the chosen types are split val_fraction / the rest, as a whole file is
+            found = sorted({str(r.get("type")) for r in records})
+            records = [r for r in records if r.get("type") in self.types]
+            if len(records) < 2:
+                raise ConfigError(f"task.data.types: {self.path} has {len(records)} record(s) of types {self.types} "
+                                 f"(its types are {found})")
         train_idx, val_idx = split_indices(len(records), self.val_fraction, self.split_seed)
         train = [records[i] for i in train_idx]
         val = [records[i] for i in val_idx]
-        if self.types:  # after the split: a record's side does not depend on the types chosen
-            train = [r for r in train if r.get("type") in self.types]
-            val = [r for r in val if r.get("type") in self.types]
-            if not train or not val:
-                found = sorted({str(r.get("type")) for r in records})
-                raise ValueError(f"{self.path}: no records of types {self.types} (the file has {found})")
+        if not train or not val:
+            raise ConfigError(f"task.data.val_fraction: {self.val_fraction} of {len(records)} records leaves an empty "
+                             "training or validation split")
         self.train_records = train[: self.train_limit] if self.train_limit else train
         self.heldout_records = val  # test/loss: the whole held-out split
         self.val_records = val[: self.val_limit] if self.val_limit else val  # per-round val/loss

@@ -15,10 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..cache import build_once
+from ..files import write_text_atomic
 from .errors import missing_data
 from .math import alpaca_prompt, load_metamath
 
@@ -95,24 +96,22 @@ def trained_tokenizer(files: str | Iterable[str], cache_dir: str | os.PathLike, 
     settings = {"vocab_size": int(vocab_size), "min_frequency": int(min_frequency),
                 "individual_digits": bool(individual_digits)}
     out = Path(cache_dir).expanduser() / "tokenizers" / f"bpe{vocab_size}_{_key(files, settings)}" / "tokenizer.json"
-    if out.is_file():
-        return _wrap(out)
 
-    tokenizer = Tokenizer(models.BPE())
-    splits = [pre_tokenizers.Digits(individual_digits=True)] if individual_digits else []
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([*splits, pre_tokenizers.ByteLevel(add_prefix_space=False)])
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=int(vocab_size), min_frequency=int(min_frequency), special_tokens=[PAD, BOS, EOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )
-    tokenizer.train_from_iterator(_corpus(files), trainer)
-    bos_id = tokenizer.token_to_id(BOS)
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=out.parent, suffix=".tmp", delete=False) as handle:
-        handle.write(tokenizer.to_str())
-    os.replace(handle.name, out)  # atomic: concurrent runs never read a half-written file
+    def train(out: Path) -> None:
+        tokenizer = Tokenizer(models.BPE())
+        splits = [pre_tokenizers.Digits(individual_digits=True)] if individual_digits else []
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([*splits, pre_tokenizers.ByteLevel(add_prefix_space=False)])
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=int(vocab_size), min_frequency=int(min_frequency), special_tokens=[PAD, BOS, EOS],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        )
+        tokenizer.train_from_iterator(_corpus(files), trainer)
+        bos_id = tokenizer.token_to_id(BOS)
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
+        )
+        write_text_atomic(out, tokenizer.to_str())  # concurrent runs never read a half-written file
+
+    build_once(out, train, complete=Path.is_file, what="the trained tokenizer")
     return _wrap(out)

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
 
-from .errors import missing_data
+from .errors import damaged_data, missing_data
 from .transforms import classification_transforms
 
 
@@ -44,6 +45,32 @@ class _NoChecksumMixin:
             data = pickle.load(handle, encoding="latin1")
         self.classes = data[self.meta["key"]]  # type: ignore[attr-defined]
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+
+
+    def find_damaged(self) -> tuple[Path, BaseException] | None:
+        """The first file that is not a CIFAR batch (or meta file) of this dataset, and why. With
+        checksums off, torchvision would fail on it with a bare UnpicklingError or KeyError."""
+        base = Path(self.root) / self.base_folder  # type: ignore[attr-defined]
+        label_key = "fine_labels" if isinstance(self, datasets.CIFAR100) else "labels"
+        files = [(name, ("data", label_key)) for name, _ in self.train_list + self.test_list]  # type: ignore[attr-defined]
+        files.append((self.meta["filename"], (self.meta["key"],)))  # type: ignore[attr-defined]
+        for name, keys in files:
+            path = base / name
+            try:
+                with open(path, "rb") as handle:
+                    entry = pickle.load(handle, encoding="latin1")
+                if not isinstance(entry, dict):
+                    raise TypeError(f"holds a {type(entry).__name__}, not a dict")
+                for key in keys:
+                    if key not in entry:
+                        raise KeyError(f"no {key!r} entry (it has {sorted(map(str, entry))[:8]})")
+                if "data" in keys:  # one 3 x 32 x 32 image per label
+                    np.asarray(entry["data"]).reshape(len(entry[label_key]), 3, 32, 32)
+            except OSError:
+                raise
+            except Exception as err:  # truncated, garbage, another pickle
+                return path, err
+        return None
 
 
 class CIFAR10(_NoChecksumMixin, datasets.CIFAR10):
@@ -74,6 +101,20 @@ def open_dataset(name: str, root: str | Path, train: bool, transform: Any, downl
         return cls(str(root), train=train, transform=transform, download=download, verify_checksums=verify)
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted..."
         raise missing_data(name, Path(root).resolve(), spec["expects"], how, err) from None
+    except (OSError, MemoryError):  # no permission, ...: the CLI names the path and the key
+        raise
+    except Exception as err:  # checksums off and a file that is not CIFAR's: which one?
+        if name == "food101":
+            raise
+        found = cls.__new__(cls)
+        found.root = str(root)
+        damaged = found.find_damaged()
+        if damaged is None:
+            raise
+        fix = (f"download it again (delete {damaged[0].parent} and run with task.data.download=true), or run with "
+               "task.data.verify_checksums=true to check every file against torchvision's checksums")
+        raise damaged_data(name, damaged[0], f"a {cls.__name__} file in torchvision's python format", damaged[1],
+                           fix) from err
 
 
 class TransformedSubset(Dataset):

@@ -12,7 +12,7 @@ Both follow the reference (LiheYoung/Depth-Anything ``metric_depth``, ZoeDepth-b
 - **Metrics** (``utils/misc.py: compute_metrics / compute_errors``): prediction upsampled to the
   ground truth, clamped to ``[min_depth, max_depth]`` (+inf -> max, NaN and -inf -> min); valid
   pixels are ``min_depth < gt < max_depth`` inside the evaluation crop (Eigen for NYU, Garg for KITTI
-  and DIODE). Each image gets a1/a2/a3, abs_rel, sq_rel, rmse, rmse_log, log_10, silog, and the
+  and DIODE: ``onelora.data.crops``, the datasets' protocol). Each image gets a1/a2/a3, abs_rel, sq_rel, rmse, rmse_log, log_10, silog, and the
   evaluation set's value is the **mean over images** (ZoeDepth's ``RunningAverageDict``), not over
   pixels. Images without a valid pixel are skipped (the reference skips KITTI's missing ground
   truth; an empty mask there would give NaN).
@@ -29,17 +29,11 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
+from ..data.crops import crop_box
+
 #: metric names in the reference's order of definition; a1..a3 are "higher is better"
 METRIC_NAMES: tuple[str, ...] = ("a1", "a2", "a3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log_10", "silog")
 HIGHER_IS_BETTER = frozenset({"a1", "a2", "a3"})
-
-#: evaluation crops as fractions of the ground truth's height / width (top, bottom, left, right)
-GARG_CROP = (0.40810811, 0.99189189, 0.03594771, 0.96405229)
-EIGEN_KITTI_CROP = (0.3324324, 0.91351351, 0.0359477, 0.96405229)
-#: NYU's Eigen crop is fixed pixels on 480 x 640: rows 45:471, cols 41:601
-EIGEN_NYU_PIXELS = (45, 471, 41, 601)
-EIGEN_NYU_SIZE = (480, 640)
-CROPS = ("eigen", "garg", "eigen_kitti")
 
 
 def resize_to(pred: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -89,25 +83,6 @@ def silog_loss(
 # ----------------------------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------------------------
-
-
-def crop_box(height: int, width: int, crop: str | None) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) of the evaluation crop on a ``height x width`` ground truth.
-
-    ``garg`` / ``eigen_kitti``: the reference's fractions, truncated with ``int`` as it does.
-    ``eigen`` (NYU): rows 45:471, cols 41:601 on 480 x 640; on other sizes the same box scaled
-    (rounded), so a synthetic NYU-layout set at 56 x 56 gets the proportional crop.
-    """
-    if crop in (None, "none"):
-        return 0, height, 0, width
-    if crop == "eigen":
-        (t, b, l, r), (h0, w0) = EIGEN_NYU_PIXELS, EIGEN_NYU_SIZE
-        return round(t * height / h0), round(b * height / h0), round(l * width / w0), round(r * width / w0)
-    fractions = {"garg": GARG_CROP, "eigen_kitti": EIGEN_KITTI_CROP}.get(crop)
-    if fractions is None:
-        raise ValueError(f"evaluation crop must be one of {list(CROPS)} or None, got {crop!r}")
-    t, b, l, r = fractions
-    return int(t * height), int(b * height), int(l * width), int(r * width)
 
 
 def evaluation_mask(target: torch.Tensor, min_depth: float, max_depth: float, crop: str | None) -> torch.Tensor:

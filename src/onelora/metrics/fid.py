@@ -34,6 +34,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from ..cache import build_once
+from ..data.digits import digits_images
 from ..models.weights import MissingWeightsError, resolve
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -204,15 +206,6 @@ class DigitsFeatures(nn.Module):
         return super().train(mode and self.body[1].weight.requires_grad)  # frozen extractors stay in eval
 
 
-def digits_images() -> tuple[torch.Tensor, torch.Tensor]:
-    """All 1797 scikit-learn digits as (N, 1, 8, 8) in [-1, 1] (the generation task's scale) and labels."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = torch.tensor(digits.images / 16.0 * 2.0 - 1.0, dtype=torch.float32)[:, None]
-    return images, torch.tensor(digits.target, dtype=torch.long)
-
-
 def train_digits_features(*, hidden: int = 256, features: int = 32, epochs: int = 50, lr: float = 3e-3,
                           batch_size: int = 128, seed: int = 0, holdout: float = 0.2) -> tuple[DigitsFeatures, float]:
     """Train the MLP on all ten classes (a stratified ``holdout`` kept out); returns it and its
@@ -247,15 +240,16 @@ def digits_features(cache_dir: str | Path, *, hidden: int = 256, features: int =
     ``<cache_dir>/fid/digits_mlp-<hash of the settings>.pt``; frozen, in eval mode."""
     settings = {"hidden": hidden, "features": features, "epochs": epochs, "lr": lr, "seed": seed, "version": 1}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    path = Path(cache_dir) / "fid" / f"digits_mlp-{digest}.pt"
-    model = DigitsFeatures(hidden, features)
-    if path.is_file():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
-    else:
-        model, accuracy = train_digits_features(hidden=hidden, features=features, epochs=epochs, lr=lr, seed=seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(cache_dir).expanduser() / "fid" / f"digits_mlp-{digest}.pt"
+
+    def train(path: Path) -> None:
+        trained, accuracy = train_digits_features(hidden=hidden, features=features, epochs=epochs, lr=lr, seed=seed)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save({"state_dict": model.state_dict(), "settings": settings, "heldout_accuracy": accuracy}, tmp)
+        torch.save({"state_dict": trained.state_dict(), "settings": settings, "heldout_accuracy": accuracy}, tmp)
         tmp.replace(path)
+
+    build_once(path, train, complete=Path.is_file, what="the FID feature network")  # read-only once trained
+    model = DigitsFeatures(hidden, features)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
     model.requires_grad_(False)
     return model.eval()

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from . import register_builder
-from .weights import is_local, is_url, load_into, load_state, resolve_directory
+from .weights import is_local, is_url, load_directory, load_into, load_state, resolve_directory
 
 
 def _arch(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -57,9 +57,9 @@ def build_hf_vit(cfg: Mapping[str, Any], *, num_classes: int | None = None, load
     if _is_file(source):
         model = ViTForImageClassification(ViTConfig(**_arch(cfg), num_labels=num_labels))
         return load_into(model, load_state(source), head=list(cfg.get("head") or []), source=source)
-    return ViTForImageClassification.from_pretrained(
-        resolve_directory(source), num_labels=num_labels, ignore_mismatched_sizes=True
-    )
+    directory = resolve_directory(source)
+    return load_directory(lambda: ViTForImageClassification.from_pretrained(
+        directory, num_labels=num_labels, ignore_mismatched_sizes=True), directory)
 
 
 @register_builder("hf_llama")
@@ -70,7 +70,8 @@ def build_hf_llama(cfg: Mapping[str, Any], *, vocab_size: int | None = None, loa
     source, dtype = str(cfg.get("pretrained") or ""), _dtype(cfg)
     arch = _arch(cfg) | ({"vocab_size": int(vocab_size)} if vocab_size else {})
     if load_weights and source and not _is_file(source):
-        return LlamaForCausalLM.from_pretrained(resolve_directory(source), dtype=dtype)
+        directory = resolve_directory(source)
+        return load_directory(lambda: LlamaForCausalLM.from_pretrained(directory, dtype=dtype), directory)
     model = LlamaForCausalLM(LlamaConfig(**arch, tie_word_embeddings=False))
     model = model.to(dtype) if dtype else model
     if load_weights and source:

@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .weights import MissingWeightsError
+from .weights import MissingWeightsError, load_directory
 
 #: short names for the two VAEs DiT was trained with
 KNOWN_VAES = {
@@ -108,9 +108,10 @@ def build_vae(source: str | None = None, *, scale: float = DIT_LATENT_SCALE, sub
         if not (path / (subfolder or "") / "config.json").is_file():
             raise _missing(source, f"{path / (subfolder or '')} (a directory with config.json and the weights)")
         try:
-            return DiffusersVAE(AutoencoderKL.from_pretrained(str(path), **kwargs), scale=scale, source=str(path.resolve()))
+            vae = load_directory(lambda: AutoencoderKL.from_pretrained(str(path), **kwargs), path / (subfolder or ""))
         except (OSError, ValueError) as err:
             raise _missing(source, str(path), err) from err
+        return DiffusersVAE(vae, scale=scale, source=str(path.resolve()))
     try:
         vae = AutoencoderKL.from_pretrained(source, local_files_only=True, **kwargs)
     except (OSError, ValueError) as cached_err:

@@ -14,12 +14,12 @@ import os
 import socket
 import urllib.parse
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 
-from ..adapters.targeting import is_under
+from .patterns import is_under
 
 #: file names tried in a directory or hub repository, in order
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pt", "model.pth")
@@ -179,6 +179,7 @@ def _from_url(url: str, hint: str | None) -> Path:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a .safetensors / torch file, unwrapped from training-checkpoint wrappers."""
     path = Path(path)
+    open(path, "rb").close()  # an unreadable file raises here, as itself (safetensors calls it "not found")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -186,11 +187,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state: Any = load_file(str(path), device="cpu")
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
+    except (PermissionError, IsADirectoryError, NotADirectoryError):
+        raise  # not damaged: the CLI names the path and the key that set it (onelora.places)
     except Exception as err:  # truncated, empty, another format
-        raise UnreadableWeightsError(
-            f"cannot read the weights file {path} ({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}): "
-            "it is damaged or not a checkpoint. Delete it and fetch it again."
-        ) from err
+        raise unreadable_weights(path, err) from err
     while isinstance(state, Mapping):
         inner = next((state[k] for k in WRAPPERS if isinstance(state.get(k), Mapping)), None)
         if inner is None:
@@ -199,6 +199,50 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UnreadableWeightsError(f"the weights file {path} holds no state dict of tensors")
     return dict(state)
+
+
+def unreadable_weights(path: str | Path, err: BaseException) -> UnreadableWeightsError:
+    reason = str(err).splitlines()[0][:200] if str(err) else ""
+    return UnreadableWeightsError(
+        f"cannot read the weights file {path} ({type(err).__name__}: {reason}): "
+        "it is damaged or not a checkpoint. Delete it and fetch it again."
+    )
+
+
+def damaged_file_in(directory: str | Path) -> tuple[Path, Exception] | None:
+    """The first file of a ``from_pretrained`` directory that cannot be read (a truncated
+    ``model.safetensors``, a cut ``config.json``), and why; None if every one reads."""
+    import json
+
+    from safetensors import safe_open
+
+    for path in sorted(Path(directory).iterdir()):
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(str(path), "pt"):  # the header, and that the data covers it
+                    pass
+            elif path.suffix == ".json":
+                json.loads(path.read_text())
+            elif path.suffix in (".bin", ".pt", ".pth"):
+                torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except OSError:
+            raise
+        except Exception as err:
+            return path, err
+    return None
+
+
+def load_directory(load: Callable[[], Any], directory: str | Path) -> Any:
+    """``load()`` (a library's ``from_pretrained(directory)``); when it fails on a damaged file, the
+    error names that file (safetensors' own error names none)."""
+    try:
+        return load()
+    except Exception as err:
+        directory = Path(directory)
+        damaged = damaged_file_in(directory) if directory.is_dir() else None
+        if damaged is None:
+            raise
+        raise unreadable_weights(*damaged) from err
 
 
 def load_state(source: str | Path, *, hint: str | None = None) -> dict[str, torch.Tensor]:

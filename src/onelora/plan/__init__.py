@@ -31,7 +31,7 @@ def plan(settings: Any) -> dict[str, Any]:
     record = run.record()
     print(summary(record), flush=True)
     print(json.dumps(record, default=str), flush=True)
-    log_event("planned", settings.cfg.run_name)  # a sweep's summary counts it
+    log_event("planned", settings.config["run_name"])  # a sweep's summary counts it
     return record
 
 

@@ -25,7 +25,8 @@ Rules (docs/plan.md states them with the numbers they give):
   included) x accumulation x GPUs. **GPU-hours** = the run's model FLOPs (recomputation excluded) /
   (the card's dense peak for the run's precision x ``plan.mfu``).
 - **Run length**: optimizer steps = epochs x ceil(ceil(train samples / GPUs) / micro-batch /
-  accumulation), the train samples being ``task.dataset_size`` less the task's validation hold-out;
+  accumulation), the train samples being the dataset's ``train_size`` (``task.dataset.train_size``,
+  from conf/dataset/) less the task's validation hold-out;
   capped by ``trainer.max_steps`` and by ``task.time_budget`` (wall time on the run's GPUs at the
   planned rate, per card).
 """
@@ -213,7 +214,9 @@ class RunPlan:
     # -- from a run's settings ----------------------------------------------------------------------
     @classmethod
     def from_settings(cls, settings: Any) -> "RunPlan":
-        cfg = settings.cfg
+        from omegaconf import OmegaConf
+
+        cfg = OmegaConf.create(settings.config)  # the run's resolved config, read once by the settings
         plan = PlanConfig.from_config(cfg.get("plan"))
         resources = cfg.task.get("resources") or {}
         if plan.gpus is not None:
@@ -258,10 +261,13 @@ class RunPlan:
         epochs = cfg.task.get("epochs")
         max_steps = cfg.trainer.get("max_steps", -1)
         budget = cfg.task.get("time_budget") or cfg.trainer.get("max_time")
-        size = cfg.task.get("dataset_size")
+        size_key = "task.dataset.train_size"
+        size = (cfg.task.get("dataset") or {}).get("train_size")
+        if size is None:  # a task that declares its data itself (no dataset group) may give it here
+            size_key, size = "task.dataset_size", cfg.task.get("dataset_size")
         train = None
         if size is not None:
-            size = as_int(size, "task.dataset_size", minimum=1)
+            size = as_int(size, size_key, minimum=1)
             train = size - holdout(plain(cfg.task.data) or {}, size)
         run = cls(
             name={"task": cfg.task.name, "model": cfg.model.name, "method": cfg.method.name},
@@ -372,7 +378,7 @@ class RunPlan:
         candidates = [(s, why) for s, why in ((by_epochs, f"{self.epochs} epochs x {per_epoch} steps"),
                                                 (self.max_steps, "trainer.max_steps")) if s is not None]
         if not candidates:
-            return None, "unknown: set task.dataset_size (with task.epochs) or trainer.max_steps"
+            return None, "unknown: set the dataset's train_size (with task.epochs) or trainer.max_steps"
         return min(candidates)
 
     def run_cost(self, trace: StepTrace, card: Card) -> dict[str, Any]:
@@ -529,8 +535,8 @@ def _module_builder(settings: Any, micro_batch: int, model_cfg: Mapping[str, Any
                **{name: None for name in task.parts}}  # parts (VAE, tokenizer, FID) serve evaluation, not the step
 
     def module(model: torch.nn.Module) -> Any:
-        return build(task.cfg.module, "task.module", offered, model=model, optimizer=None, scheduler=None,
-                     metric=task.metric.as_dict(), lr_scales=plain(task.cfg.get("lr_scales") or {}))
+        return build(task.module, "task.module", offered, model=model, optimizer=None, scheduler=None,
+                     metric=task.metric.as_dict(), lr_scales=dict(task.lr_scales))
 
     return module
 

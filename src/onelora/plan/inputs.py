@@ -60,7 +60,8 @@ def _depth(cfg, model_cfg):
     height, width = snap_size(plain(size), int(patch))
     target = cfg.plan.get("depth_target_size")
     if target is None:
-        spec = dataset_spec(str(data.get("dataset") or cfg.task.module.get("dataset")))
+        name = data.get("dataset") or (cfg.task.get("dataset") or {}).get("name") or cfg.task.module.get("dataset")
+        spec = dataset_spec(str(name))
         crop = data.get("kb_crop", "auto")
         crop = spec.kb_crop if crop == "auto" else crop
         target = crop or (spec.height, spec.width)

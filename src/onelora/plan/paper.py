@@ -93,9 +93,11 @@ def grid_runs(experiment: str, conf: Path = CONF, extra: Sequence[str] = ()) -> 
     tasks = split(params.get("task", default_task))
     methods = split(params["method"])
     seeds = tuple(int(s) for s in split(params.get("seed", "0")))
+    from ..settings import _declared
+
     out = []
     for task in tasks:
-        family = OmegaConf.load(conf / "task" / f"{task}.yaml").task.get("family")
+        family = _declared("task", task, "family")  # a named setting's recipe says it
         trainer = TRAINERS.get(family, "trainer=gpu")
         for method in methods:
             out.append(RunSpec(experiment, task, method, seeds,

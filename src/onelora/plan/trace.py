@@ -26,7 +26,8 @@ Four instruments watch it:
   ``scaled_dot_product_attention`` to the kernel a CUDA GPU picks (``attention``: flash when the
   inputs are 16-bit and no mask is given, else memory-efficient; ``math``; or ``native``, the CPU's
   own choice, for comparisons with real CPU tensors) and dropout to ATen's fused kernel (a 1-byte
-  mask, as CUDA keeps, not the CPU's noise tensor). Autocast runs with the CPU's policy; with these
+  mask, as CUDA keeps, not the CPU's noise tensor); code that picks a path by device
+  (``DEVICE_CHOICES``: 1LoRA's sums in the matmul) takes the accelerator's. Autocast runs with the CPU's policy; with these
   kernels routed, it keeps the same bytes as CUDA's policy does (a test traces a forward on fake CUDA
   tensors under CUDA autocast to show it: autograd cannot run backward on fake CUDA tensors without
   a GPU).
@@ -225,6 +226,11 @@ def watching_recomputation(live: LiveMemory) -> Iterator[None]:
         hook.__enter__, hook.__exit__ = enter, leave
 
 
+#: (module, function(device) -> bool) pairs where code takes a GPU-only path on accelerators: the trace
+#: answers as a GPU would (1LoRA's per-token sums from one more row of the matmul under mixed precision)
+DEVICE_CHOICES = (("onelora.adapters.onelora", "sums_in_matmul"),)
+
+
 class GpuKernels:
     """The kernels a CUDA GPU runs where the CPU would take another path: attention (see module
     docstring) and fused dropout. It replaces ``torch.nn.functional``'s two functions while it is
@@ -239,6 +245,8 @@ class GpuKernels:
         self._saved: dict[str, Any] = {}
 
     def __enter__(self) -> "GpuKernels":
+        import importlib
+
         functional = nn.functional
         self._saved = {"scaled_dot_product_attention": functional.scaled_dot_product_attention,
                        "dropout": functional.dropout}
@@ -246,11 +254,19 @@ class GpuKernels:
             functional.scaled_dot_product_attention = self.sdpa
         if self.fused_dropout:
             functional.dropout = self.dropout
+        self._device_choices = []
+        for module_name, name in DEVICE_CHOICES:  # code that asks which device it runs on: a GPU
+            module = importlib.import_module(module_name)
+            if hasattr(module, name):
+                self._device_choices.append((module, name, getattr(module, name)))
+                setattr(module, name, lambda device: True)
         return self
 
     def __exit__(self, *exc) -> None:
         for name, function in self._saved.items():
             setattr(nn.functional, name, function)
+        for module, name, function in self._device_choices:
+            setattr(module, name, function)
 
     def dropout(self, input, p=0.5, training=True, inplace=False):
         if training and 0.0 < p < 1.0:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onelora.reporting import paper as paper_mod
+from onelora.reporting.gallery import write_gallery
+from onelora.reporting.index import write_index
 from onelora.reporting.plots import plot_table
 from onelora.reporting.records import Run
 from onelora.reporting.summary import write_summary
@@ -33,7 +35,8 @@ class Report:
 
 def build_report(runs: list[Run], out: str | Path, source: str = "files", plots: bool = True) -> Report:
     """Write every paper table, every ours-only table, our Table S1 (1LoRA vs random compression),
-    the figures and ``summary.md`` to ``out``."""
+    the figures, the pictures of what the runs produced (from their saved files: depth maps,
+    sample grids, answers, loss curves), ``summary.md`` and the folder's ``README.md`` to ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     index = RunIndex(runs)
@@ -56,4 +59,7 @@ def build_report(runs: list[Run], out: str | Path, source: str = "files", plots:
     summary = out / "summary.md"
     summary.write_text(write_summary(paper_tables, ours_tables, per_table, len(runs), source, s1))
     report.files.append(summary)
+    if plots:
+        report.files += write_gallery(runs, out)
+    report.files.append(write_index(out))
     return report

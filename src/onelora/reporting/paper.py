@@ -14,8 +14,11 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from io import StringIO
+from typing import Callable, Iterator, Mapping
 
 import pandas as pd
+
+from onelora.methods import family_colors, method_table
 
 RESULTS_CSV = "paper_results.csv"
 TABLE2_CSV = "paper_table2.csv"  # Table 2 as printed: RMSE and AbsRel, mean and std, both settings
@@ -86,44 +89,41 @@ TABLE_NOTES: dict[str, list[str]] = {
     "S12": ["Parameter counts: see Table S9 (4x one model's)."],
 }
 
-#: the paper's method labels (its tables' and figures' names), keyed by our normalised method
-METHOD_LABELS = {
-    "onelora": "1LoRA",
-    "onelora_random": "1LoRA (random c)",
-    "full": "All",
-    "mora1": "MoRA (1)",
-    "mora6": "MoRA (6)",
-    "lora": "LoRA",
-    "lora_qkv": "LoRA (QKV)",
-    "vera": "VeRA",
-    "dora": "DoRA",
-    "bitfit": "BitFit",
-    "difffit": "DiffFit",
-    "norms": "Norms",
-    "gamma": "Gamma",
-    "head": "Head",
-    "unadapted": "Un-adapted",  # method=none, mode=eval: the source model as loaded
-}
+class _MethodMapping(Mapping[str, str]):
+    """A read-only view of the method table (``onelora.methods``), read when used: a method's YAML
+    is the one place its label and colour are kept."""
 
-#: one colour per method family in every plot
-FAMILY_COLORS = {
-    "1LoRA": "tab:red",
-    "LoRA": "tab:blue",
-    "VeRA": "tab:green",
-    "DoRA": "tab:purple",
-    "MoRA": "tab:brown",
-    "BitFit / DiffFit / norms": "tab:orange",
-    "All": "0.35",
-    "Head": "tab:olive",
-    "Un-adapted": "k",
-    "other": "tab:cyan",
-}
-_FAMILY_OF = {
-    "onelora": "1LoRA", "onelora_random": "1LoRA", "lora": "LoRA", "lora_qkv": "LoRA", "vera": "VeRA",
-    "dora": "DoRA", "mora1": "MoRA", "mora6": "MoRA", "bitfit": "BitFit / DiffFit / norms",
-    "difffit": "BitFit / DiffFit / norms", "norms": "BitFit / DiffFit / norms",
-    "gamma": "BitFit / DiffFit / norms", "full": "All", "head": "Head", "unadapted": "Un-adapted",
-}
+    def __init__(self, items: Callable[[], dict[str, str]]):
+        self._items = items
+
+    def __getitem__(self, key: str) -> str:
+        return self._items()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+    def __repr__(self) -> str:
+        return repr(self._items())
+
+
+#: the colour of methods no family claims
+OTHER_COLOR = "tab:cyan"
+
+#: our method labels, keyed by the normalised method name (``describe.label`` of conf/method/*.yaml)
+METHOD_LABELS: Mapping[str, str] = _MethodMapping(
+    lambda: {norm_method(m.name): m.label for m in method_table().values()})
+#: one colour per method family in every plot (``describe.family`` / ``describe.color``), and "other"
+FAMILY_COLORS: Mapping[str, str] = _MethodMapping(lambda: {**family_colors(), "other": OTHER_COLOR})
+
+
+def _info(method: object):
+    """The method table's entry for a (normalised) run name, or None."""
+    key = norm_method(method)
+    return next((m for m in method_table().values() if norm_method(m.name) == key), None)
+
 
 #: decimals the paper prints a metric's means with at least (the CSVs lost trailing zeros:
 #: Table 2's "0.25" is its 0.250, "0.067" its 0.0670)
@@ -134,25 +134,26 @@ STD_DECIMALS = {"accuracy": 4, "rmse": 5, "absrel": 5, "val_loss": 6, "fid": 4}
 OURS_DECIMALS = {"accuracy": 2, "rmse": 3, "absrel": 4, "val_loss": 3, "fid": 2}
 
 
-def method_label(method: object) -> str:
-    """The paper's name for a method: "onelora+norms" -> "1LoRA (norms)", "full" -> "All".
-
-    A name the paper does not use is returned as given."""
-    key = norm_method(method)
-    if key in METHOD_LABELS:
-        return METHOD_LABELS[key]
-    base, *parts = key.split("+")
-    if base == "onelora" and parts:
-        return f"1LoRA ({'+'.join(parts)})"
+def method_label(method: object, table: str | None = None) -> str:
+    """The label of a method: "onelora+norms" -> "1LoRA (norms)", "full" -> "All"; in ``table`` (a
+    paper table id, "S11") the paper's own label there where the method's YAML gives one
+    (``describe.paper_label``). A combination no YAML names is its base's label with the parts
+    ("lora+bias" -> "LoRA (bias)"); a name no YAML knows is returned as given."""
+    info = _info(method)
+    if info is not None:
+        return info.label_in(table)
+    base, *parts = norm_method(method).split("+")
+    info = _info(base) if parts else None
+    if info is not None:
+        return f"{info.label_in(table)} ({'+'.join(parts)})"
     return str(method or "")
 
 
 def method_family(method: object) -> str:
-    """The family a method is coloured by (1LoRA variants, LoRA, VeRA, DoRA, MoRA, BitFit /
-    DiffFit / norms, All, Head, Un-adapted; "other" for anything else)."""
-    key = norm_method(method)
-    base = key.split("+", 1)[0]
-    return _FAMILY_OF.get(key) or ("1LoRA" if base == "onelora" else _FAMILY_OF.get(base, "other"))
+    """The family a method is coloured by (``describe.family``; a combination's is its base's;
+    "other" for a name no YAML knows)."""
+    info = _info(method) or _info(norm_method(method).split("+", 1)[0])
+    return info.family if info is not None else "other"
 
 
 #: metric display names

@@ -15,10 +15,11 @@ import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
+from onelora.methods import method_table
 from onelora.reporting import stats
 from onelora.reporting.paper import (
     A100_BYTES,
@@ -38,13 +39,21 @@ from onelora.reporting.records import Run
 
 GIB = 2**30
 
+class _MethodOrder(Sequence[str]):
+    """The normalised method names in the method table's order (``describe.order``), read when used."""
+
+    def _names(self) -> list[str]:
+        return [norm_method(m.name) for m in method_table().values()]
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
 #: methods in the order "ours only" tables list them (others follow alphabetically)
-METHOD_ORDER = (
-    "unadapted", "head", "onelora", "onelora_random", "lora", "lora_qkv", "vera", "dora", "mora1", "mora6",
-    "bitfit", "gamma", "difffit", "norms", "onelora+bias", "onelora+gamma", "onelora+norms",
-    "onelora+bias+gamma", "onelora+bias+norms", "onelora+gamma+norms",
-    "onelora+bias+gamma+norms", "full",
-)
+METHOD_ORDER: Sequence[str] = _MethodOrder()
 
 #: settings in the order the paper's Table 2 prints them; others follow alphabetically
 SETTING_ORDER = ("KITTI → NYU", "NYU → KITTI", "KITTI → DIODE_outdoor", "NYU → DIODE_outdoor")
@@ -298,7 +307,7 @@ def build_paper_table(spec: TableSpec, paper_rows: pd.DataFrame, index: RunIndex
             "table": spec.id,
             "setting": p["setting"],
             "method": p["method"],
-            "label": method_label(p["method"]),
+            "label": method_label(p["method"], spec.id),
             "metric": p["metric"],
             "direction": p["direction"],
             "paper_mean_decimals": mean_dec,
@@ -343,11 +352,10 @@ def _slug(text: str) -> str:
 
 
 def _method_rank(method: str) -> tuple[int, str]:
+    """Methods in the method table's order (``describe.order``); others after them, by name."""
     base = norm_method(method.split(" [", 1)[0])
-    try:
-        return METHOD_ORDER.index(base), method
-    except ValueError:
-        return len(METHOD_ORDER), method
+    order = list(METHOD_ORDER)
+    return (order.index(base) if base in order else len(order)), method
 
 
 def _setting_rank(setting: str) -> tuple[int, str]:

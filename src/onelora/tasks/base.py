@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..adapters import trainable_state
+from ..methods import method_info
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -73,6 +74,28 @@ class FineTuneModule(L.LightningModule):
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if loss is not None and not math.isfinite(float(loss.detach())):
             raise NonFiniteLossError(f"non-finite loss ({float(loss.detach())}) at step {self.global_step}")
+
+    # -- what a picture of the run says about it ------------------------------------------------
+    @property
+    def method_name(self) -> str:
+        """The method the model was adapted with (its config name; "" before injection)."""
+        return str(getattr(getattr(self.model, "onelora_method", None), "name", "") or "")
+
+    @property
+    def method_label(self) -> str:
+        """The method's label (``describe.label`` of its conf/method YAML), for a caption."""
+        info = method_info(self.method_name)
+        return info.label if info is not None else self.method_name
+
+    #: the optimizer step of the weights held when ``artifacts`` is called, for a caption: the
+    #: runner sets it (the best validation round's, else the last); None: evaluated as loaded
+    weights_step: int | None = None
+
+    def test_metric(self, key: str) -> float | None:
+        """The last test's value of ``key`` (the runner tests the best round's weights last)."""
+        trainer = self._trainer
+        value = None if trainer is None else trainer.callback_metrics.get(key)
+        return None if value is None else float(value)
 
     # -- adapter-only checkpoints ---------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

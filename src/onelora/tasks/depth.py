@@ -9,17 +9,23 @@ The metric range and crop come from the dataset (``dataset: nyu | kitti | diode_
 values of onelora.data.depth.DATASETS) unless given explicitly. A metric model's output scale
 (Depth Anything: ``sigmoid * max_depth``) is set to the target's range, ``output_max_depth``
 (default: ``max_depth``), before fine-tuning, as Depth Anything V2's metric recipe does per dataset.
+
+``artifacts(run_dir, data)`` saves ``examples`` evenly spaced test images with their ground truth
+and the prediction of the weights the runner loaded (the best round's), and draws them
+(``predictions/depth_examples.npz``, ``depth_examples.png``: onelora.figures.depth_maps), for
+the report's side-by-side of the methods.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..data.depth import dataset_spec
-from ..metrics.depth import DepthMetrics, silog_loss
+from ..metrics.depth import DepthMetrics, clamp_prediction, evaluation_mask, resize_to, silog_loss
 from .base import FineTuneModule
 
 
@@ -35,6 +41,7 @@ class DepthModule(FineTuneModule):
         output_max_depth: float | None = None,
         silog_beta: float = 0.15,
         flip_test: bool = False,
+        examples: int = 4,
         **base_kwargs: Any,
     ):
         super().__init__(model, **base_kwargs)
@@ -48,6 +55,7 @@ class DepthModule(FineTuneModule):
         self.max_depth = float(spec.max_depth if max_depth is None else max_depth)  # type: ignore[union-attr]
         self.eval_crop = spec.eval_crop if eval_crop == "auto" else (None if eval_crop == "none" else eval_crop)  # type: ignore[union-attr]
         self.silog_beta, self.flip_test = float(silog_beta), bool(flip_test)
+        self.examples = int(examples)
         settings = {"min_depth": self.min_depth, "max_depth": self.max_depth, "crop": self.eval_crop}
         self.val_metrics = DepthMetrics(**settings)
         self.test_metrics = DepthMetrics(**settings)
@@ -96,3 +104,58 @@ class DepthModule(FineTuneModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch(self.test_metrics, "test")
+
+    # -- artifacts ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def artifacts(self, run_dir: str | Path, data: Any = None) -> list[Path]:
+        """``predictions/depth_examples.npz`` and ``depth_examples.png``: ``examples`` evenly spaced
+        test images (the same for every run of the task), their ground truth and this model's
+        prediction at the ground truth's resolution, clamped as the metric clamps it."""
+        from ..figures.depth_maps import EXAMPLES_FILE, example_indices, load_examples, run_figure, save_examples
+        from ..figures.figtools import save_figure
+
+        dataset = getattr(data, "test_set", None)
+        if dataset is None and data is not None and hasattr(data, "setup"):
+            data.setup("test")
+            dataset = getattr(data, "test_set", None)
+        if not self.examples or dataset is None or len(dataset) == 0:
+            return []
+        indices = example_indices(len(dataset), self.examples)
+        rgb, depth, valid, evaluated, pred = [], [], [], [], []
+        was_training = self.training
+        self.eval()
+        try:
+            for index in indices:
+                item = dataset[index]
+                gt = item["depth"][None].float()  # (1,1,H,W)
+                out = self.predict_depth(item["image"][None].to(self.device), flip=self.flip_test).float().cpu()
+                out = clamp_prediction(resize_to(out, gt.shape[-2:]), self.min_depth, self.max_depth)
+                image = _display_rgb(item["image"], getattr(dataset, "mean", None), getattr(dataset, "std", None))
+                image = resize_to(image[None], gt.shape[-2:])[0]
+                rgb.append(image.permute(1, 2, 0).numpy())
+                depth.append(gt[0, 0].numpy())
+                valid.append(((gt > self.min_depth) & (gt < self.max_depth))[0, 0].numpy())
+                evaluated.append(evaluation_mask(gt, self.min_depth, self.max_depth, self.eval_crop)[0, 0].numpy())
+                pred.append(out[0, 0].numpy())
+        finally:
+            self.train(was_training)
+        run_dir = Path(run_dir)
+        npz = save_examples(run_dir / EXAMPLES_FILE, indices=indices, rgb=rgb, depth=depth, valid=valid,
+                            evaluated=evaluated, pred=pred, min_depth=self.min_depth, max_depth=self.max_depth)
+        step = self.weights_step
+        rmse, absrel = self.test_metric("test/rmse"), self.test_metric("test/abs_rel")
+        title = " · ".join(filter(None, [
+            self.method_label or "model",
+            "as loaded (not trained)" if step is None else f"weights of step {step}",
+            None if rmse is None else f"test RMSE {rmse:.3f} m", None if absrel is None else f"AbsRel {absrel:.4f}",
+        ]))
+        png = save_figure(run_figure(load_examples(npz), title), run_dir / "depth_examples.png")
+        return [npz, png]
+
+
+def _display_rgb(image: torch.Tensor, mean: Any, std: Any) -> torch.Tensor:
+    """A normalised input image back in [0, 1] (its dataset's mean / std; else stretched)."""
+    if mean is not None and std is not None:
+        return (image * torch.as_tensor(std).view(3, 1, 1) + torch.as_tensor(mean).view(3, 1, 1)).clamp(0, 1)
+    lo, hi = image.min(), image.max()
+    return (image - lo) / (hi - lo).clamp_min(1e-6)

@@ -10,7 +10,7 @@ Evaluation: each validation round draws ``fid_samples`` samples with the EMA wei
 balanced, the same seed every round, so rounds differ only by the weights) and logs ``val/fid``
 against the validation loader's real images, whose features are computed once and kept. Test does
 the same with ``test_fid_samples`` against the test loader's images and logs ``test/fid``.
-``artifacts(run_dir)`` writes a sample grid, one row per class.
+``artifacts(run_dir)`` saves and draws a sample grid, one row per class (onelora.figures.samples).
 """
 
 from __future__ import annotations
@@ -240,17 +240,25 @@ class GenerationModule(FineTuneModule):
 
     # -- artifacts ------------------------------------------------------------------------------
     def artifacts(self, run_dir: str | Path, data: Any = None) -> list[Path]:
-        """``samples.png``: one row per class (the first ``grid_classes``), ``grid_columns`` samples each,
-        from the weights the runner loaded (the best round's) with their EMA."""
-        from torchvision.utils import save_image
+        """``predictions/samples.npz`` and ``samples.png``: one row per class (the first
+        ``grid_classes``), ``grid_columns`` samples each, from the weights the runner loaded (the
+        best round's) with their EMA, drawn with ``sample_seed``: every run of the task gets the
+        same labels and the same noise, so the report can set their grids side by side. The
+        figure's title names the method, the weights' step and the test FID."""
+        from ..figures.figtools import save_figure
+        from ..figures.samples import SAMPLES_FILE, grid_figure, load_samples, save_samples
 
         classes = min(self.num_classes, self.grid_classes)
         labels = torch.arange(classes).repeat_interleave(self.grid_columns)
         images = self.generate(labels, seed=self.sample_seed).float().cpu()
-        if images.shape[-1] < 64:  # tiny images (8x8 digits): enlarge so a person can see them
-            factor = math.ceil(64 / images.shape[-1])
-            images = torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
-        path = Path(run_dir) / "samples.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_image(images, path, nrow=self.grid_columns, normalize=True, value_range=(-1, 1), padding=2, pad_value=1.0)
-        return [path]
+        run_dir = Path(run_dir)
+        npz = save_samples(run_dir / SAMPLES_FILE, images.numpy(), labels.tolist(), self.grid_columns,
+                           self.sample_seed)
+        step, fid = self.weights_step, self.test_metric("test/fid")
+        title = " · ".join(filter(None, [
+            self.method_label or "model",
+            "as loaded (not trained)" if step is None else f"weights of step {step}",
+            None if fid is None else f"test FID {fid:.2f}", f"sample seed {self.sample_seed}",
+        ]))
+        png = save_figure(grid_figure(load_samples(npz), title), run_dir / "samples.png")
+        return [npz, png]

@@ -29,7 +29,6 @@ Layouts (what the real loaders read; see onelora.data.depth):
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
@@ -42,6 +41,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
+
+from ...cache import build_once
 
 #: bump when the renderer or the writers change: a new version is a new folder
 GENERATOR_VERSION = 2  # 2: NYU in BTS's sync/ + official_splits/test/ folders
@@ -494,15 +495,10 @@ def ensure_synthetic_depth(
         "size": [height, width], "version": GENERATOR_VERSION,
     }
     root = Path(root).expanduser()
-    root.mkdir(parents=True, exist_ok=True)
     name = synthetic_folder_name(domain, layout, n_train, n_test, seed, (height, width))
     final = root / name
-    if _complete(final, settings):
-        return final
-    with open(root / f".{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second writer waits here, then finds the folder complete
-        if _complete(final, settings):
-            return final
+
+    def write(final: Path) -> None:
         tmp = root / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
@@ -512,7 +508,10 @@ def ensure_synthetic_depth(
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-    return final
+
+    # a complete set is only read (a teammate's read-only data folder serves as it is)
+    return build_once(final, write, complete=lambda folder: _complete(folder, settings), what="the synthetic depth set",
+                      place="paths.data_dir=<dir> (or ONELORA_DATA=<dir>)")
 
 
 def _complete(folder: Path, settings: dict) -> bool:

@@ -15,9 +15,11 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
+
+from ...cache import build_once
+from ...files import write_text_atomic
 
 #: bump when the generator's output changes (it is part of the cache key)
 VERSION = 1
@@ -109,11 +111,7 @@ def arithmetic_problems(cache_dir: str | os.PathLike, types: Iterable[str] = ("a
     types = list(types)
     key = hashlib.sha256(json.dumps([VERSION, types, int(count), int(seed)]).encode()).hexdigest()[:12]
     path = Path(cache_dir).expanduser() / "synthetic_math" / f"{'-'.join(types)}_{count}_seed{seed}_{key}.json"
-    if path.is_file():
-        return str(path)
-    records = problems(types, int(count), int(seed))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(records, handle, indent=0)
-    os.replace(handle.name, path)  # atomic: a concurrent run sees the whole file or none
-    return str(path)
+    # generated once (a complete file is only read, so a teammate's read-only cache serves)
+    return str(build_once(path, lambda path: write_text_atomic(path, json.dumps(problems(types, int(count), int(seed)),
+                                                                                indent=0)),
+                          complete=Path.is_file, what="the synthetic problem file"))
