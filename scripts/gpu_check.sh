@@ -10,6 +10,8 @@
 # On the device machine, from the repository root, with the wheels it lacks carried in .whl/:
 #   bash scripts/gpu_check.sh fetch-wheels            # HERE first (a machine with the package registry)
 #   bash scripts/gpu_check.sh run "$OUT"              # THERE: installs .whl/ into /tmp/site, then runs
+#   bash scripts/gpu_check.sh plan "$OUT"             # THERE, in a window of its own: issue 18's check of
+#                                                     # mode=plan (python -m onelora.plan.measure, docs/plan.md)
 # The same steps at tiny sizes on a CPU (what tests/test_gpu_check.py runs; engines as trainer=default):
 #   GPU_CHECK_TINY=1 bash scripts/gpu_check.sh run /tmp/gpu_check
 set -uo pipefail
@@ -106,8 +108,25 @@ EOF
   echo "== done; summary in $OUT/summary.txt" | tee -a "$OUT/summary.txt"
 }
 
+plan_check() {  # issue 18: the plan against real iterations of the paper's models (docs/plan.md), one window
+  OUT=$(mkdir -p "$1" && cd "$1" && pwd)
+  : > "$OUT/summary.txt"
+  cd "$ROOT" || exit 1
+  export PYTHONPATH=$ROOT/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline
+  export ONELORA_CACHE=$OUT/cache
+  if [ "$TINY" = 1 ]; then  # no GPU: the CPU path on a tiny twin
+    step plan_measure 300 "$PY" -m onelora.plan.measure --device cpu --steps 1 --out "$OUT/plan_gpu.md" \
+      --config task=cifar10 +twin=cifar10 task.batch_size=2 method=onelora
+  else
+    install_wheels || exit 1
+    step plan_measure 540 "$PY" -m onelora.plan.measure --steps 3 --out "$OUT/plan_gpu.md"
+  fi
+  cat "$OUT/plan_gpu.md" 2>/dev/null
+}
+
 case "${1:-}" in
   fetch-wheels) fetch_wheels ;;
   run) run_all "${2:-gpu_check}" ;;
-  *) echo "usage: bash scripts/gpu_check.sh fetch-wheels | run OUT_DIR" >&2; exit 2 ;;
+  plan) plan_check "${2:-plan_check}" ;;  # the plan's GPU check: python -m onelora.plan.measure
+  *) echo "usage: bash scripts/gpu_check.sh fetch-wheels | run OUT_DIR | plan OUT_DIR" >&2; exit 2 ;;
 esac

@@ -393,3 +393,18 @@ def test_make_plan_writes_a_table_per_grid_and_the_totals(tmp_path, monkeypatch)
     saved = json.loads((tmp_path / "reports" / "plan.json").read_text())
     assert saved["totals"] == data["totals"] and len(saved["records"]) == 4
     assert math.isfinite(data["grids"]["fig6"][0]["peak_gib"])
+
+
+@pytest.mark.e2e
+def test_the_gpu_check_script_runs_the_plan_check_on_the_cpu(tmp_path):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "GPU_CHECK_TINY": "1", "PYTHON": __import__("sys").executable}
+    proc = subprocess.run(["bash", str(root / "scripts" / "gpu_check.sh"), "plan", str(tmp_path / "out")], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    table = (tmp_path / "out" / "plan_gpu.md").read_text()
+    assert "| tiny_vit | onelora |" in table and "exit 0" in (tmp_path / "out" / "summary.txt").read_text()
