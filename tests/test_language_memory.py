@@ -131,3 +131,14 @@ def test_real_width_13b_block_measures(cfg):
     assert profile.per_token("block", 512) == 2 * 5120
     assert Path(mem.CONF).is_dir()
     assert torch.get_num_threads() == 1
+
+
+@pytest.mark.slow
+def test_the_plan_agrees_with_the_fitted_model_at_13b():
+    """The LLaMA memory report comes from the plan; the fitted model (real CPU tensors of 1- and 2-block
+    real-width models, extrapolated) is its cross-check: 13B 1LoRA's activations at 2 x 512 tokens."""
+    from onelora.plan.paper import plan_all
+
+    record = plan_all([mem.plan_configs("llama2_13b", "onelora", "mora")], cache_dir=None, log=lambda *a: None)
+    planned = next(iter(record.values()))["bytes"]["activations"]
+    assert planned == pytest.approx(mem.fitted_activations("llama2_13b", "onelora"), rel=0.01)
