@@ -133,6 +133,12 @@ class Aggregate:
         return len({r.reported_params for r in self.used if r.reported_params is not None}) <= 1
 
     @property
+    def trained_params(self) -> float | None:
+        """What really trained (adapter + head), beside the paper's count (:attr:`params`)."""
+        vals = [r.trained_params for r in self.used if r.trained_params is not None]
+        return vals[0] if vals else None
+
+    @property
     def params_kind(self) -> str:
         return "/".join(sorted({r.reported_params_kind for r in self.used}))
 
@@ -224,6 +230,8 @@ def _ours_fields(agg: Aggregate, time_unit: str) -> dict[str, Any]:
         "ours_params": params,
         "ours_params_str": format_params(params) + ("" if agg.params_consistent else " (differs across seeds)"),
         "ours_params_kind": agg.params_kind,
+        "ours_trained_params": agg.trained_params,
+        "ours_trained_params_str": format_params(agg.trained_params),
         "runs": ";".join(r.path for r in agg.used),
     }
 

@@ -23,14 +23,16 @@ PAPER_COLUMNS = [
     "paper_mean", "paper_std", "paper_quoted", "diff", "diff_in_paper_std", "tolerance", "agreement",
     "time_unit", "time_kind", "ours_time", "ours_time_std", "paper_time",
     "ours_memory_gb", "ours_memory_pct", "ours_memory_device", "ours_memory_kind", "paper_memory_pct",
-    "paper_memory_gb", "ours_params", "ours_params_str", "ours_params_kind", "paper_params", "paper_params_str",
+    "paper_memory_gb", "ours_params", "ours_params_str", "ours_params_kind", "ours_trained_params", "paper_params",
+    "paper_params_str",
     "params_match", "runs",
 ]
 OURS_COLUMNS = [
     "group", "task", "model", "setting", "method", "label", "metric", "main", "direction", "status",
     "ours_n", "ours_mean", "ours_std", "ours_failed", "ours_running", "ours_no_value", "ours_older_records",
     "time_unit", "time_kind", "ours_time", "ours_time_std", "ours_memory_gb", "ours_memory_pct",
-    "ours_memory_device", "ours_memory_kind", "ours_params", "ours_params_str", "ours_params_kind", "runs",
+    "ours_memory_device", "ours_memory_kind", "ours_params", "ours_params_str", "ours_params_kind",
+    "ours_trained_params", "runs",
 ]
 S1_COLUMNS = [
     "task", "model", "setting", "metric", "direction",
