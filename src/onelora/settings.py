@@ -80,8 +80,17 @@ class TrainerSettings:
         every = options.pop("checkpoint_every_n_train_steps", None)  # LastCheckpoint's, not Lightning's
         compile_model = options.pop("compile", False) or False  # CompileModel's, not Lightning's
         options["accumulate_grad_batches"] = accumulate  # from task.micro_batch_size where the task sets it
+        for key in ("max_steps", "max_epochs"):  # null (a task without that cap) is Lightning's "no limit"
+            if key in options and options[key] is None:
+                options[key] = -1
         return cls(options, as_int(every, "trainer.checkpoint_every_n_train_steps", minimum=1, allow=(None,)),
                    compile_model)
+
+    @property
+    def step_bounded(self) -> bool:
+        """Whether the run has a step or epoch cap (else only a time budget, ``trainer.max_time``,
+        ends it: a schedule then gets no ``total_steps``)."""
+        return any(self.options.get(k) not in (None, -1) for k in ("max_steps", "max_epochs"))
 
     @property
     def precision(self) -> str:
@@ -213,9 +222,16 @@ class RunSettings:
             raise ConfigError(f"{where}.optimizer: {err}") from None
         scheduler = self.scheduler()
         if scheduler is not None:
+            offered = {"max_lr": [optimizer.param_groups[0]["lr"]]}
+            timed = self.trainer is not None and not self.trainer.step_bounded  # a time budget alone
             try:
-                call_with_offered(scheduler, optimizer, {"total_steps": 10, "max_lr": [optimizer.param_groups[0]["lr"]]})
+                call_with_offered(scheduler, optimizer, offered if timed else {"total_steps": 10, **offered})
             except (TypeError, ValueError) as err:
+                if timed:
+                    raise ConfigError(
+                        f"{where}.scheduler: {err}; this run is bounded by its time budget alone (no step or epoch "
+                        f"cap), so the schedule gets no step count: set {where}.max_steps or {where}.epochs, or a "
+                        "schedule that needs none") from None
                 raise ConfigError(f"{where}.scheduler: {err}") from None
 
     @property
@@ -444,8 +460,9 @@ def _check_training_length(config: Mapping[str, Any]) -> None:
     max_epochs = as_int(t.get("max_epochs"), "trainer.max_epochs", allow=(-1, None))
     if max_epochs not in (-1, None):
         check(max_epochs >= 1, "trainer.max_epochs", f"must be >= 1 (or -1 with trainer.max_steps), got {max_epochs}")
-    elif max_steps in (-1, None):
-        raise ConfigError("trainer.max_epochs: with no epoch limit, trainer.max_steps must be >= 1")
+    elif max_steps in (-1, None) and not t.get("max_time"):
+        raise ConfigError("trainer.max_epochs: with no epoch limit, trainer.max_steps must be >= 1 "
+                          "(or a time budget: task.time_budget)")
     limit = t.get("limit_train_batches")
     if limit is not None:
         check(as_float(limit, "trainer.limit_train_batches") > 0, "trainer.limit_train_batches", f"must be > 0, got {limit}")
