@@ -119,6 +119,8 @@ def base_record(settings: RunSettings, run_dir: Path, started: float, status: st
         "model": names["model"],
         "method": names["method"],
         "method_parts": settings.method.parts,
+        # the options the method ran with: its YAML's, the model's overrides, the task's method_options
+        "method_options": dict(settings.method.options),
         "seed": settings.seed,
         "run_dir": str(run_dir),
         "fingerprint": settings.fingerprint,

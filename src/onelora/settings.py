@@ -295,10 +295,48 @@ def _without_places(value: Any) -> Any:
 
 
 def method_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The method config with the model's ``method_overrides`` for it applied (paper quirks)."""
+    """The method config with the model's ``method_overrides`` for it applied (paper quirks), then
+    the task's ``method_options`` for it merged into its ``options`` (a recipe's settings of a method,
+    e.g. MoRA's LoRA alpha 16 and dropout 0.05 on MetaMathQA: :func:`task_method_options`)."""
     method = dict(plain(config["method"]))
     overrides = plain(config["model"].get("method_overrides") or {}) or {}
-    return {**method, **(overrides.get(method["name"]) or {})}
+    merged = {**method, **(overrides.get(method["name"]) or {})}
+    from_task = task_method_options(config).get(method["name"])
+    if from_task:
+        merged["options"] = {**(merged.get("options") or {}), **from_task}
+    return merged
+
+
+def task_method_options(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``task.method_options``: per method name, options the task's recipe gives that method (merged
+    over the method YAML's ``options`` and the model's overrides; change one on the command line with
+    ``task.method_options.<method>.<option>=<value>``). Checked: a mapping of known method names to
+    options that method's adapter takes, each in range; an error names ``task.method_options.<m>.<o>``."""
+    from .adapters import ADAPTER_KINDS
+    from .methods import method_table
+
+    given = plain(config["task"].get("method_options") or {}) or {}
+    check(isinstance(given, dict), "task.method_options", f"must be a mapping of method name to options, got {given!r}")
+    known = method_table()
+    for name, options in given.items():
+        check(name in known, f"task.method_options.{name}",
+              f"no method is named {name!r}; methods: {', '.join(known)}")
+        check(isinstance(options, dict), f"task.method_options.{name}", f"must be a mapping of options, got {options!r}")
+        kind = ADAPTER_KINDS.get(_method_kind(name) or "none")
+        for option, value in options.items():
+            try:
+                kind.check_options(**{option: value})
+            except AdapterConfigError as err:
+                raise ConfigError(f"task.method_options.{name}.{option}: {err}") from None
+    return given
+
+
+def _method_kind(name: str) -> str | None:
+    """The per-linear adapter kind of the method run name ``name`` (its YAML's ``linear``)."""
+    from .methods import method_config, method_info
+
+    info = method_info(name)
+    return None if info is None else method_config(info.file).get("linear")
 
 
 def _declared(group: str, name: str, key: str, package: str = "task") -> Any:
