@@ -193,8 +193,8 @@ def train(settings: RunSettings, run_dir: Path, started: float, resume_from: str
 
 def trained_params(settings: RunSettings, summary: dict[str, Any], evaluating: bool) -> dict[str, Any]:
     """The record's ``params``: what trains (adapter + head = ``trainable_params``) and, beside it,
-    the count the paper's tables print (``reported_params``, ``reported_as``: the adapter alone on
-    Depth Anything, whose metric models also train their DPT output convolution). An evaluation
+    the count the paper's tables print (``reported_params``, ``reported_as``: e.g. the adapter alone
+    where the model's own output layer trains too; ``onelora.count.reported_params``). An evaluation
     trains nothing, whatever the method would have trained."""
     params = {k: v for k, v in summary.items() if k != "method"}
     params.update(reported_params(params, settings.model, settings.method))
