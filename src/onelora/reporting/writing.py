@@ -160,6 +160,8 @@ def marks_rule(table: TableResult) -> str:
     if kind == "metric":
         return (f"Marks: in each metric column, {how} ({shared}); Table 2 marks no other column "
                 "(its time, memory and params, from Tables S2/S3, are not part of it).")
+    if not table.is_paper:
+        shared = "values equal as printed share a place"
     metric = ", ".join(sorted({METRIC_LABELS.get(norm_metric(r["metric"]), r["metric"]) for r in table.rows}))
     source = "as the paper's App. D for Tables S2-S12" if table.is_paper else "as the paper marks Tables S2-S12 (App. D)"
     return (f"Marks, {source}: in each column reporting a result (time, {metric or 'the metric'}, memory, params), "
