@@ -585,6 +585,29 @@ def test_mora_matches_reference(mora_type, in_f, out_f, size_rule):
     torch.testing.assert_close(x @ layer.delta_weight().T, expected)
 
 
+@pytest.mark.parametrize("mora_type", [1, 6])
+def test_mora_dropout_drops_the_update_paths_input_in_training_only(mora_type):
+    """MoRA's code applies its lora_dropout to the input of the update path (0.05 in its MetaMathQA
+    script): in training the update is that of the dropped input; in eval, and merged, the whole input's."""
+    torch.manual_seed(0)
+    layer = ADAPTER_KINDS[f"mora{mora_type}"](nn.Linear(32, 48).double(), dropout=0.5)
+    with torch.no_grad():
+        layer.mora_M.normal_()
+    x = torch.randn(4, 32, dtype=torch.float64)
+    layer.eval()
+    torch.testing.assert_close(layer(x) - layer.base_layer(x), layer.update(x))
+    torch.testing.assert_close(layer(x), x @ (layer.base_layer.weight + layer.delta_weight()).T + layer.base_layer.bias)
+    layer.train()
+    torch.manual_seed(1)
+    trained = layer(x)
+    torch.manual_seed(1)
+    dropped = nn.functional.dropout(x, 0.5, training=True)
+    torch.testing.assert_close(trained, layer.base_layer(x) + layer.update(dropped))
+    assert not torch.allclose(trained, layer.base_layer(x) + layer.update(x))
+    with pytest.raises(AdapterConfigError, match="dropout"):
+        MethodSpec.from_config({"name": "mora1", "linear": "mora1", "options": {"dropout": 1.0}})
+
+
 def test_mora_size_rules():
     # paper: int(sqrt(out) + 0.5); type 6 rounds down to even
     assert mora_size(64, 32, r=1, size_rule="paper", mora_type=1) == 6

@@ -67,8 +67,10 @@ def test_the_count_command_prints_one_json_line(tmp_path):
     line = json.loads(out.strip().splitlines()[-1])
     assert not (tmp_path / "results").exists()  # counting writes no run directory
     assert list(line) == ["model", "method", "adapted_layers", "adapter_params", "head_params",
-                          "trainable_params", "total_params"]
+                          "trainable_params", "total_params", "reported_params", "reported_as"]
     assert line["adapter_params"] == 82_944 and line["adapted_layers"] == 72 and line["head_params"] == 7_690
+    # the paper's count (the classifier excluded) beside what trains (the classifier included)
+    assert (line["reported_params"], line["reported_as"], line["trainable_params"]) == (82_944, "adapter", 82_944 + 7_690)
 
 
 @pytest.mark.parametrize(

@@ -103,8 +103,10 @@ def test_depth_tasks_declare_the_contract(tmp_path, data, task):
     settings = RunSettings.from_config(cfg)  # every object's keys checked, optimizer and schedule built
     t = cfg.task
     assert (t.family, t.model_kind, cfg.model.kind) == ("depth", "depth", "depth")
-    assert settings.task.metric.as_dict() == {"name": "rmse", "direction": "min", "val_key": "val/abs_rel",
+    # the best round on validation RMSE, the paper's "time needed to achieve the minimum RMSE"; AbsRel beside it
+    assert settings.task.metric.as_dict() == {"name": "rmse", "direction": "min", "val_key": "val/rmse",
                                               "test_key": "test/rmse", "extra": {"abs_rel": "test/abs_rel"}}
+    assert cfg.task.metric.val_key == config(tmp_path, f"task={task}").task.metric.val_key == "val/rmse"  # not the twin's
     layout = t.data.get("dataset", "diode_outdoor")  # the reference's layout the dataset is read in
     target_max = {"nyu": 10.0, "kitti": 80.0, "diode_outdoor": 80.0}[layout]
     # the output scale and the metric's range are the target dataset's (conf/dataset/)
@@ -118,25 +120,38 @@ def test_depth_tasks_declare_the_contract(tmp_path, data, task):
         real = config(tmp_path, f"task={task}")
         assert real.model.name == "depth_anything_l" and real.task.batch_size == 16 and real.task.epochs == 5
         assert real.task.optimizer.lr == pytest.approx(1.61e-4) and real.task.resources.timeout_min >= 120
-        assert OmegaConf.to_container(real.task.lr_scales) == {r"pretrained\.": 0.02}
+        # ZoeDepth's get_lr_params: the pre-trained core (encoder AND DPT decoder) at lr / 50, the output mapping at lr
+        assert OmegaConf.to_container(real.task.lr_scales) == {r"pretrained\.|depth_head\.(?!scratch\.output_conv2\.)": 0.02}
         assert real.trainer.gradient_clip_val == 0.1 and real.trainer.val_check_interval == 0.25
+    else:  # the laptop tasks: one rate for every parameter, a documented choice (docs/depth.md)
+        assert OmegaConf.to_container(config(tmp_path, f"task={task}").task.lr_scales) == {}
 
 
-def test_the_encoder_trains_at_a_fiftieth_of_the_rate(tmp_path, data):
-    """lr_scales: every encoder parameter (adapters included) at lr / 50, the trained output convs at lr."""
+def _lr_groups(tmp_path, data, method: str) -> dict[float, set[str]]:
+    """The parameter names in each learning-rate group of the nyu_to_kitti twin's module."""
     from onelora.contract import build
     from onelora.pipeline import prepare_model
     from onelora.settings import RunSettings
 
-    settings = RunSettings.from_config(config(tmp_path, *twin("nyu_to_kitti", data), "method=onelora"))
+    settings = RunSettings.from_config(config(tmp_path, *twin("nyu_to_kitti", data), f"method={method}"))
     model, _, _ = prepare_model(settings)
     module = build(settings.task.module, "task.module", {}, model=model, optimizer=settings.optimizer(),
                    scheduler=None, metric=settings.task.metric.as_dict(), lr_scales=settings.task.lr_scales)
-    groups = {g["lr_scale"]: g["params"] for g in module.param_groups()}
     names = {id(p): n for n, p in model.named_parameters()}
-    assert {names[id(p)].split(".")[0] for p in groups[0.02]} == {"pretrained"}
-    assert all("scratch.output_conv2" in names[id(p)] for p in groups[1.0])
-    assert len(groups[0.02]) == 16  # one 1LoRA vector per adapted linear
+    return {g["lr_scale"]: {names[id(p)] for p in g["params"]} for g in module.param_groups()}
+
+
+def test_the_pretrained_core_trains_at_a_fiftieth_of_the_rate(tmp_path, data):
+    """lr_scales, as ZoeDepth's get_lr_params: the encoder (adapters included) AND the pre-trained DPT
+    decoder at lr / 50; at lr only the output mapping (the DPT output convolution, in the new metric
+    module's role)."""
+    groups = _lr_groups(tmp_path, data, "onelora")
+    assert {n.split(".")[0] for n in groups[0.02]} == {"pretrained"} and len(groups[0.02]) == 16  # one vector per linear
+    assert groups[1.0] and all(n.startswith("depth_head.scratch.output_conv2.") for n in groups[1.0])
+    full = _lr_groups(tmp_path, data, "full")  # "All": under full fine-tuning the decoder is slowed down too
+    decoder = {n for n in full[0.02] if n.startswith("depth_head.")}
+    assert any(".refinenet" in n for n in decoder) and any(".projects." in n for n in decoder)
+    assert not any("output_conv2" in n for n in full[0.02]) and full[1.0] == groups[1.0]
 
 
 # ------------------------------------------------------------------ every method on Depth Anything
@@ -179,7 +194,7 @@ def test_every_method_trains_depth_anything(tmp_path, data, method):
 # ------------------------------------------------------------------ the runs
 
 
-def test_a_paper_transfer_runs_on_its_twin_and_lands_in_table_2(tmp_path, data):
+def test_a_paper_transfer_runs_on_its_twin_and_lands_in_table_2(tmp_path, data, capsys):
     """nyu_to_kitti's twin: KITTI's layout and KB crop, a 1LoRA combination; its record, given the
     real model's name, fills the paper's Table 2 and Table S11 rows."""
     from onelora.reporting import build_report, runs_from_records
@@ -189,7 +204,15 @@ def test_a_paper_transfer_runs_on_its_twin_and_lands_in_table_2(tmp_path, data):
     assert record["status"] == "completed" and record["trained"] is True
     assert record["paper"] == {"task": "depth", "source": "NYU", "target": "KITTI"} and record["dataset"] == "kitti"
     assert record["metric"]["test"] > 0 and record["metric"]["extra"]["abs_rel"]["test"] > 0
-    assert record["params"]["head_params"] == 2_369  # the tiny twin's DPT output convolutions
+    # what trains, counted: the adapter (the paper's count) and the DPT output convolution beside it
+    params = record["params"]
+    assert params["head_params"] == 2_369  # the tiny twin's DPT output convolutions
+    assert params["trainable_params"] == params["adapter_params"] + 2_369
+    assert (params["reported_params"], params["reported_as"]) == (params["adapter_params"], "adapter")
+    a, t = params["adapter_params"], params["trainable_params"]
+    printed = capsys.readouterr().out  # the summary line: what trains, and the paper's count beside it
+    assert f"trainable parameters: {a:,} adapter + 2,369 head = {t:,} trained" in printed
+    assert f"the paper's count: {a:,} (adapter)" in printed
     real = dict(record, model="depth_anything_l")
     report = build_report(runs_from_records([real]), tmp_path / "report", plots=False)
     filled = {(t.spec.id, r["method"], r["metric"]) for t in report.paper_tables for r in t.rows if r["ours_n"]}

@@ -120,11 +120,32 @@ def test_food101_twin_caches_latents_once(tmp_path, food):
 
 
 def test_food101_time_budget_ends_the_run_with_its_record(tmp_path, food):
-    record = run_inprocess(tmp_path, *food, "method=bitfit", "task.max_steps=100000", 'task.time_budget="00:00:00:02"')
-    assert record["status"] == "completed" and 0 < record["global_step"] < 100000
+    """The time budget alone bounds the run (no step or epoch cap: the real task's default, 24 h)."""
+    record = run_inprocess(tmp_path, *food, "method=bitfit", "task.max_steps=null", 'task.time_budget="00:00:00:02"')
+    assert record["config"]["trainer"]["max_steps"] in (None, -1) and record["config"]["task"]["epochs"] is None
+    assert record["status"] == "completed" and record["global_step"] > 0
     assert 2 <= record["time"]["fit_s"] < 60 and math.isfinite(record["metric"]["test"])
     assert (Path(record["run_dir"]) / "adapter").is_dir()
     assert results(Path(record["run_dir"]))["global_step"] == record["global_step"]
+
+
+def test_food101_budget_is_the_papers_24_hours_and_the_step_cap_an_option(tmp_path):
+    """Sec. 4.3: "all experiments with a 24h time budget"; DiffFit's 24,000 steps only when asked."""
+    from onelora.config import ConfigError
+    from onelora.settings import RunSettings
+    from runs import config
+
+    cfg = config(tmp_path, "task=food101_generation")
+    assert (cfg.task.time_budget, cfg.task.max_steps, cfg.task.epochs) == ("00:24:00:00", None, None)
+    assert cfg.trainer.max_time == "00:24:00:00"
+    trainer = RunSettings.from_config(cfg).trainer
+    assert (trainer.options["max_steps"], trainer.options["max_epochs"], trainer.step_bounded) == (-1, -1, False)
+    capped = RunSettings.from_config(config(tmp_path, "task=food101_generation", "task.max_steps=24000")).trainer
+    assert capped.options["max_steps"] == 24000 and capped.options["max_time"] == "00:24:00:00" and capped.step_bounded
+    # a schedule that needs the step count cannot run on the time budget alone: said before any work
+    cosine = "task.scheduler._target_=onelora.tasks.schedules.warmup_cosine"
+    with pytest.raises(ConfigError, match=r"task.scheduler: .*bounded by its time budget alone .*task.max_steps"):
+        RunSettings.from_config(config(tmp_path, "task=food101_generation", cosine))
 
 
 def test_the_fig5_grid_is_table_s8():

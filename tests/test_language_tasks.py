@@ -47,7 +47,9 @@ def test_metamath_twin_accumulates_micro_batches_with_checkpointing_and_gsm8k(ho
     assert record["batch"] == {"global": 8, "per_device": 2, "accumulate": 4, "world_size": 1}
     # 64 training records (80% of 80) / 2 per micro-batch / 4 = 8 optimizer steps per epoch, 2 epochs
     assert record["global_step"] == 16
-    assert record["config"]["task"]["module"]["gradient_checkpointing"] is True
+    assert record["config"]["task"]["module"]["gradient_checkpointing"] is True  # the twin's (the task: off, as MoRA)
+    assert record["config"]["trainer"]["compile"] is False  # the twin's (the task compiles, as MoRA)
+    assert record["method_options"] == {"impl": "fused"}  # 1LoRA's own: the task's method_options are the LoRA family's
     assert record["params"]["adapter_params"] == 2 * (3 * 32 + 32 + 2 * 64 + 32) and record["params"]["head_params"] == 0
     assert "test/accuracy" in record["metrics"]  # GSM8K's two problems, generated greedily
     assert (Path(record["run_dir"]) / "side_by_side.md").read_text().startswith("# Generated vs reference")
@@ -70,6 +72,41 @@ def test_metamath_tokenizer_is_llama2s_unless_given(tmp_path):
     assert (t.batch_size, t.micro_batch_size, t.epochs, t.optimizer.lr, t.optimizer.weight_decay) == (128, 4, 3, 3e-4, 0.0)
     assert (t.scheduler._target_, t.scheduler.warmup_ratio) == ("onelora.tasks.schedules.warmup_cosine", 0.03)
     assert (t.data.max_length, t.data.val_fraction, t.data.split_seed) == (512, 0.2, 42)
+
+
+def test_metamath_follows_moras_script(tmp_path):
+    """MoRA's train.py: no gradient checkpointing, lora_alpha 16 and lora_dropout 0.05 for its LoRA
+    family (per task: conf/method/ keeps alpha 1, no dropout), the model compiled."""
+    from onelora.settings import RunSettings
+
+    cfg = config(tmp_path, "task=metamath")
+    assert cfg.task.module.gradient_checkpointing is False and cfg.trainer.compile is True
+    options = {m: RunSettings.from_config(config(tmp_path, "task=metamath", "mode=count", f"method={m}")).method.options
+               for m in ("lora", "lora_qkv", "dora", "mora1", "mora6", "onelora", "vera")}
+    for m in ("lora", "lora_qkv", "dora"):
+        assert (options[m]["alpha"], options[m]["dropout"], options[m]["r"]) == (16, 0.05, 1), m
+    assert options["mora1"]["dropout"] == options["mora6"]["dropout"] == 0.05 and "alpha" not in options["mora1"]
+    assert "dropout" not in options["onelora"] and options["vera"] == {"r": 1, "d_initial": 0.1, "seed": 0}
+    # the global method configs are unchanged: another task gets the YAML's options
+    lora = RunSettings.from_config(config(tmp_path, "task=cifar10", "mode=count", "method=lora")).method.options
+    assert (lora["alpha"], lora["dropout"]) == (1.0, 0.0)
+    # a user changes a recipe value through the task key
+    changed = config(tmp_path, "task=metamath", "mode=count", "method=lora", "task.method_options.lora.alpha=8")
+    assert RunSettings.from_config(changed).method.options["alpha"] == 8
+
+
+@pytest.mark.parametrize("override, key", [
+    ("+task.method_options.lora.alpah=16", "task.method_options.lora.alpah"),
+    ("task.method_options.lora.dropout=1.5", "task.method_options.lora.dropout"),
+    ("+task.method_options.lroa={alpha: 16}", "task.method_options.lroa"),
+    ("+task.method_options.mora1.alpha=16", "task.method_options.mora1.alpha"),
+])
+def test_task_method_options_are_checked(tmp_path, override, key):
+    from onelora.config import ConfigError
+    from onelora.settings import RunSettings
+
+    with pytest.raises(ConfigError, match=f"^{key.replace('.', '[.]')}: "):
+        RunSettings.from_config(config(tmp_path, "task=metamath", "mode=count", "method=lora", override))
 
 
 @pytest.mark.parametrize("devices,nodes,micro,steps", [(8, 2, 4, 2), (4, 4, 4, 2), (4, 16, 2, 1), (1, 1, 4, 32)])

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("metrics", ("onelora.metrics",)),
     ("figures", ("onelora.figures",)),
     ("tasks", ("onelora.tasks",)),
-    ("run", ("onelora.experiments", "onelora.pipeline", "onelora.contract", "onelora.settings", "onelora.count",
+    ("run", ("onelora.experiments", "onelora.pipeline", "onelora.plan", "onelora.contract", "onelora.settings", "onelora.count",
              "onelora.pretrain", "onelora.runner", "onelora.callbacks", "onelora.strategies", "onelora.sweeps",
              "onelora.cli")),
     ("tools", ("onelora.reporting", "onelora.bench", "onelora.analysis")),

@@ -17,9 +17,20 @@ from runs import config
 _TMP = "/tmp/onelora-count-tests"
 
 RANKS = {"vit_base": 4}           # the paper's ViT counts are 4x one model's
-#: the paper task a model's counts depend on, counted through it (its task.model_args): CIFAR-10's
-#: classifier; Food-101's 101 classes, whose class table is re-initialised with 101 + 1 rows
-PAPER_TASK = {"vit_base": "cifar10", "dit_xl_2": "food101_generation"}
+
+
+@lru_cache(maxsize=None)
+def paper_model_configs() -> dict[str, tuple[str, str]]:
+    """Each paper model's name -> (model config, task) as ``make count-paper`` counts it
+    (``python -m onelora.experiments paper-models``): the model the task really builds, through its
+    task.model_args (CIFAR-10's classifier; Food-101's 101 + 1 class rows; Depth Anything's v1 metric
+    model, whose DPT output convolution trains besides the adapter)."""
+    from omegaconf import OmegaConf
+
+    from onelora.experiments import paper_model_tasks
+    from onelora.methods import PROJECT_CONF
+
+    return {OmegaConf.load(PROJECT_CONF / "model" / f"{m}.yaml").name: (m, t) for m, t in paper_model_tasks()}
 
 # exact integers for one model, decoded in ../shared/paper/README.md
 EXACT = {
@@ -44,20 +55,23 @@ EXACT = {
 
 
 @lru_cache(maxsize=None)
-def counted(model: str, method: str) -> int:
-    """Our count in the paper's sense: adapter (or, where the model says so, all trainable) params."""
+def counted_report(model: str, method: str) -> dict:
+    """The count of ``method`` on the paper model ``model`` as ``make count-paper`` prints it."""
     from onelora.adapters import MethodSpec
     from onelora.config import plain
     from onelora.count import count_parameters_of
     from onelora.methods import method_info
     from onelora.settings import method_settings
 
-    task = [f"task={PAPER_TASK[model]}"] if model in PAPER_TASK else []
-    cfg = config(_TMP, f"model={model}", f"method={method_info(method).file}", *task)  # composed as a run is
-    model_cfg = plain(cfg.model)
-    model_args = plain(cfg.task.model_args) if task else None
-    out = count_parameters_of(model_cfg, MethodSpec.from_config(method_settings(cfg)), model_args)
-    return out["trainable_params"] if model_cfg["reported_params"] == "trainable" else out["adapter_params"]
+    model_file, task = paper_model_configs()[model]
+    cfg = config(_TMP, f"model={model_file}", f"task={task}", f"method={method_info(method).file}")  # as a run is
+    return count_parameters_of(plain(cfg.model), MethodSpec.from_config(method_settings(cfg)), plain(cfg.task.get("model_args") or {}))
+
+
+def counted(model: str, method: str) -> int:
+    """Our count in the paper's sense (``reported_params``): the adapter, or, where the model says so
+    (DiT) and for full fine-tuning, everything that trains."""
+    return counted_report(model, method)["reported_params"]
 
 
 def paper_rows():
@@ -83,6 +97,17 @@ def test_every_printed_count_matches(model, method, printed):
 @pytest.mark.parametrize(("model", "method"), sorted(EXACT))
 def test_exact_counts(model, method):
     assert counted(model, method) == EXACT[(model, method)]
+
+
+def test_depth_counts_show_what_trains_beside_the_papers_count():
+    """The v1 metric model nyu_to_kitti builds: 1LoRA's 221,184 (the paper's convention) plus the DPT
+    output convolution, 36,929, that every method trains there: 258,113 trained."""
+    assert paper_model_configs()["depth_anything_l"] == ("depth_anything_l_metric_indoor", "nyu_to_kitti")
+    onelora = counted_report("depth_anything_l", "onelora")
+    assert (onelora["reported_params"], onelora["head_params"], onelora["trainable_params"]) == (221_184, 36_929, 258_113)
+    assert onelora["reported_as"] == "adapter"
+    full = counted_report("depth_anything_l", "full")  # "All" is the whole model, its output convolution included
+    assert full["reported_params"] == full["trainable_params"] == 335_315_649 and full["reported_as"] == "trainable"
 
 
 def test_the_counts_cover_every_model_of_the_paper():

@@ -183,7 +183,7 @@ def test_missing_rows_say_missing(built):
     mora = row(report.table("S9").rows, "mora1")
     assert mora["status"] == "missing" and mora["ours_mean"] is None and mora["ours_n"] == 0
     md = (out / "table_S9.md").read_text()
-    assert "| MoRA (1) | missing |" in md
+    assert "| MoRA₁ | missing |" in md  # the paper's label in Table S9
     # a table without any runs: every row missing, no numbers of ours
     s8 = read_csv_rows(out / "table_S8.csv")
     assert len(s8) == 7 and all(r["status"] == "missing" and r["ours_mean"] == "" for r in s8)
@@ -267,7 +267,7 @@ def test_ours_only_table_for_mini_grid(built):
     md = (out / "ours_digits_digits_vit.md").read_text()
     # the paper's labels, its std decimals (4 for accuracy), its marking (LoRA best, 1LoRA second)
     assert "| 1LoRA | accuracy | <u>80.50 ± 0.7071</u> (n=2) |" in md and "| LoRA | accuracy | **81.00** (n=1) |" in md
-    assert "0.5 GB (CPU RSS, not comparable)" in md and "paper" not in md.split("Notes:")[0]
+    assert "0.5 GB (CPU RSS, not comparable)" in md and "| paper" not in md.split("Notes:")[0]
 
 
 # ------------------------------------------------------------------ summary
@@ -350,6 +350,14 @@ def test_paper_rows_shipped():
     t2 = rows[(rows["table"] == "2") & (rows["method"] == "lora") & (rows["setting"] == "NYU → KITTI")]
     assert dict(zip(t2["metric"], t2["mean"])) == {"rmse": 2.353, "absrel": 0.0583}
     assert dict(zip(t2["metric"], t2["std"])) == {"rmse": 0.00315, "absrel": 0.0001}
+    assert dict(zip(t2["metric"], t2["std_str"])) == {"rmse": "0.00315", "absrel": "0.00010"}  # as printed
+    # the package copy is ../shared/paper/table2.csv (its text columns: every cell as printed)
+    root = Path(__file__).resolve().parents[1]  # ../shared beside the checkout (or beside its worktree folder)
+    shared = next((f for d in (root.parent, root.parent.parent) if (f := d / "shared" / "paper" / "table2.csv").is_file()), None)
+    if shared is not None:
+        from importlib.resources import files
+
+        assert files("onelora.data").joinpath("paper_table2.csv").read_text() == shared.read_text(), shared
     head = rows[rows["method"] == "head"]
     assert dict(zip(head["table"], head["mean"])) == {"S9": 90.0, "S10": 66.0}
     assert head["std"].isna().all() and head["quoted"].all() and head["time"].isna().all()
@@ -503,9 +511,12 @@ def test_table2_in_the_papers_wide_layout(tmp_path):
     assert ("| 1LoRA | **0.238 ± 0.00028** (n=2) | **0.0649 ± 0.00014** (n=2) | missing | missing |" in ours)
     assert "| LoRA | <u>0.251 ± 0.00000</u> (n=2) | <u>0.0680 ± 0.00000</u> (n=2) | missing | missing |" in ours
     # the paper's own Table 2 numbers, marked best / second / third per column
-    assert "| LoRA | 0.250 ± 0.00087 | 0.0678 ± 0.00028 | 2.353 ± 0.00315 | 0.0583 ± 0.0001 |" in paper_part
-    assert "| All | **0.210 ± 0.00064** | **0.0571 ± 0.00033** | **1.916 ± 0.00303** | **0.0463 ± 0.0001** |" in paper_part
-    assert "| 1LoRA | <u>0.238 ± 0.0005</u> | <u>0.0647 ± 0.0001</u> | <u>2.203 ± 0.0078</u> |" in paper_part
+    # ... each cell exactly as printed (mean_text / std_text: trailing zeros kept), the paper's labels
+    assert "| LoRA | 0.250 ± 0.00087 | 0.0678 ± 0.00028 | 2.353 ± 0.00315 | 0.0583 ± 0.00010 |" in paper_part
+    assert "| All | **0.210 ± 0.00064** | **0.0571 ± 0.00033** | **1.916 ± 0.00303** | **0.0463 ± 0.00010** |" in paper_part
+    assert "| 1LoRA | <u>0.238 ± 0.00050</u> | <u>0.0647 ± 0.00010</u> | <u>2.203 ± 0.00780</u> |" in paper_part
+    assert "| MoRA₁ | 0.248 ± 0.00066 | 0.0670 ± 0.00018 |" in paper_part
+    assert "Marks: in each metric column, best **bold**" in md  # the rule, in the table's header
     assert "| VeRA | *0.244 ± 0.00059* |" in paper_part
 
 
@@ -572,13 +583,63 @@ def test_std_decimals_are_the_papers():
 
 
 def test_paper_marking_and_head_baseline_in_s9(built):
+    """App. D: in Tables S2-S12 the best three of EVERY column reporting a result are marked (time,
+    metric, memory, params; lower is better for the costs), the rule stated in the table's header;
+    the head-only row the paper quotes in its text only is marked as such."""
     out, report = built
     md = (out / "table_S9.md").read_text()
-    assert "| Head | missing | 90.0 (quoted, no std) |" in md
+    head = md.split("| method |")[0]
+    assert "Marks, as the paper's App. D for Tables S2-S12: in each column reporting a result (time, accuracy (%), memory, params)" in head
+    assert "| Head (quoted in the paper's text, not a row of its table) | missing | 90 (no std) |" in md
     assert "| All | missing | **98.3 ± 0.0755** |" in md and "| DoRA | missing | <u>98.2 ± 0.0866</u> |" in md
     assert "| LoRA | <u>96.25 ± 0.3536</u> (n=2) (1 failed) | *98.1 ± 0.058* |" in md
-    assert "| 1LoRA | **97.71 ± 0.0854** (n=4) | 97.7 ± 0.186 |" in md
-    assert "| Head | missing | 66.0 (quoted, no std) |" in (out / "table_S10.md").read_text()
+    # 1LoRA: best accuracy, time, memory and count of ours; the paper's second fastest and second smallest
+    assert ("| 1LoRA | **97.71 ± 0.0854** (n=4) | 97.7 ± 0.186 | +0.01 (+0.1σ) | agrees | **17.5 ± 1.3 min** | "
+            "<u>17 min</u> | **4.00 GB (10% of A100 40 GB, accelerator peak)** | **6% (2.4 GB)** | **82.94K** | "
+            "<u>331.78K</u> | yes (x4) | 90.63K |") in md
+    # the paper's cost columns: BitFit fastest, 6% shared by five methods, MoRA (6) the fewest parameters
+    assert "| BitFit | missing | 97.0 ± 0.055 | — | — | — | **16 min** | — | **6% (2.4 GB)** | — | <u>331.78K</u> |" in md
+    assert "| MoRA₆ | missing | 97.5 ± 0.0544 | — | — | — | 31 min | — | **6% (2.4 GB)** | — | **328.13K** |" in md
+    assert "| DoRA | missing | <u>98.2 ± 0.0866</u> | — | — | — | 51 min | — | 11% (4.4 GB) | — | 995.33K |" in md
+    assert "| VeRA | missing | 97.7 ± 0.1631 | — | — | — | 29 min | — | *8% (3.2 GB)* | — | *332.06K* |" in md
+    assert "| Head (quoted in the paper's text, not a row of its table) | missing | 66 (no std) |" in (
+        out / "table_S10.md").read_text()
+    # Table 2 marks its metric columns only, Table S1 nothing: each says so in its header
+    assert "Marks: in each metric column" in (out / "table_2.md").read_text()
+    assert "Not marked" in (out / "table_S1.md").read_text().split("##")[0]
+
+
+def test_s11_and_s12_use_the_papers_labels_on_both_sides(tmp_path):
+    """Tables S11 / S12 print norms, β (BitFit), γ, 1LoRA(β), ...: the paper's side and our rows of the
+    same table use them (describe.paper_label per table id); other tables keep ours."""
+    recs = [depth_record("NYU", "KITTI", m, 0, 2.2, 0.05) for m in ("bitfit", "onelora+bias+gamma+norms", "gamma")]
+    report = build_report(runs_from_records(recs), tmp_path, plots=False)
+    labels = [r["label"] for r in report.table("S11").rows]
+    assert labels == ["norms", "β (BitFit)", "γ", "DiffFit", "1LoRA", "1LoRA(β)", "1LoRA(norms)", "1LoRA(γ)",
+                      "1LoRA(β,norms)", "1LoRA(β,γ)", "1LoRA(γ,norms)", "1LoRA(β,γ,norms)"]
+    assert [r["label"] for r in report.table("S12").rows] == labels
+    md = (tmp_path / "table_S11.md").read_text()
+    assert "| 1LoRA(β,γ,norms) | **2.200** (n=1) | 2.206 ± 0.002445 |" in md and "| β (BitFit) | **2.200** (n=1) |" in md
+    assert [r["label"] for r in report.table("S3").rows if r["method"] == "bitfit"] == ["BitFit"]
+    assert {r["label"] for r in report.table("S6").rows} >= {"MoRA₁", "MoRA₆", "LoRA(QKV)"}
+
+
+def test_the_summary_lists_the_papers_own_inconsistencies(built):
+    out, _ = built
+    section = _section((out / "summary.md").read_text(), "The paper's own inconsistencies")
+    for expected in (
+        "LoRA NYU → KITTI RMSE: Table 2 prints 2.353 ± 0.00315, Table S3 2.253 ± 0.00315 (mean 2.353 vs 2.253).",
+        "All KITTI → NYU RMSE: Table 2 prints 0.210 ± 0.00064, Table S2 0.211 ± 0.00064",
+        "DoRA NYU → KITTI RMSE: Table 2 prints 2.345 ± 0.00275, Table S3 2.346 ± 0.00275",
+        "MoRA (1) KITTI → NYU RMSE: Table 2 prints 0.248 ± 0.00066, Table S2 0.248 ± 0.00021",  # the swapped stds
+        "MoRA (6) KITTI → NYU RMSE: Table 2 prints 0.277 ± 0.00021, Table S2 0.277 ± 0.00066",
+        "MoRA (6) NYU → KITTI RMSE: Table 2 prints 2.971 ± 0.00239, Table S3 2.97 ± 0.00328",
+        "1LoRA NYU → DIODE_outdoor RMSE: Table S5 prints 4.719 ± 0.066, Table S1 4.719 ± 0.06",
+        "ImageNet-21k pre-trained DiT-XL-2-256x256",
+        "Figure 10 / Table S11 is captioned KITTI → NYU",
+    ):
+        assert expected in section, expected
+    assert "S6" not in section and "Table S7" not in section  # 7B and 13B are different runs, not a disagreement
 
 
 def test_our_head_runs_fill_the_quoted_row(tmp_path):
@@ -670,13 +731,13 @@ def test_plot_error_bars_labels_and_axes(tmp_path):
         assert ours_ax.get_ylabel() == "accuracy (%), higher is better\nbest validation round, mean ± std"
         assert "time: ± std over seeds" in {t.get_text() for t in fig.legends[0].get_texts()}
         renderer = fig.canvas.get_renderer()
-        boxes = [t.get_window_extent(renderer) for t in ours_ax.texts if t.get_text() in ("BitFit", "VeRA", "1LoRA", "MoRA (1)")]
+        boxes = [t.get_window_extent(renderer) for t in ours_ax.texts if t.get_text() in ("BitFit", "VeRA", "1LoRA", "MoRA₁")]
         assert len(boxes) == 4
         assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
         # the paper panel: the paper's labels, the quoted head-only baseline as a reference line
-        assert {"1LoRA", "All (size capped)", "MoRA (6)"} <= {t.get_text() for t in paper_ax.texts}
+        assert {"1LoRA", "All (size capped)", "MoRA₆"} <= {t.get_text() for t in paper_ax.texts}  # labels as in S9
         assert any(line.get_linestyle() == ":" and line.get_ydata()[0] == 90.0 for line in paper_ax.lines)
-        assert [t.get_text() for t in memory_ax.get_xticklabels()][:3] == ["Head", "MoRA (1)", "MoRA (6)"]
+        assert [t.get_text() for t in memory_ax.get_xticklabels()][:3] == ["Head", "MoRA₁", "MoRA₆"]
     finally:
         plt.close(fig)
 
@@ -794,9 +855,17 @@ def test_table_s1_ours_beside_the_paper(tmp_path):
     assert depth["ours_diff"] == pytest.approx(0.04)
     assert (depth["paper_onelora_mean"], depth["paper_random_mean"]) == (2.203, 2.239)
     assert depth["paper_diff"] == pytest.approx(0.036)
+    # the paper's layout: per setting one row per compression, time and metric; the paper's cells as printed
     md = (tmp_path / "table_S1_ours.md").read_text()
-    assert "| **97.80 ± 0.1414** (n=2) | <u>97.20 ± 0.1414</u> (n=2) | -0.60 |" in md
-    assert "| **2.210** (n=1) | <u>2.250</u> (n=1) | +0.040 | **2.203 ± 0.00780** | <u>2.239 ± 0.00890</u> | +0.036 |" in md
+    assert "| cifar10 | vit_base | ImageNet-21k → CIFAR10 | summation | 10.0 min | 97.80 ± 0.1414 (n=2) | — | — |  |  |" in md
+    assert "|  |  |  | random | 10.0 min | 97.20 ± 0.1414 (n=2) | — | — | -0.60 | — |" in md
+    assert ("| nyu_to_kitti | depth_anything_l | NYU → KITTI | summation | 50.0 min | 2.210 (n=1) | 63 min | "
+            "2.203 ± 0.0078 |  |  |") in md
+    assert "|  |  |  | random | 50.0 min | 2.250 (n=1) | 65 min | 2.239 ± 0.0089 | +0.040 | +0.036 |" in md
+    paper_s1 = (tmp_path / "table_S1.md").read_text().split("## Paper (Table S1 as printed)")[1].split("##")[0]
+    assert "| dataset | compression | time [min] | RMSE |" in paper_s1
+    assert "| NYU → KITTI | summation | 63 | 2.203 ± 0.0078 |\n|  | random | 65 | 2.239 ± 0.0089 |" in paper_s1
+    assert "| KITTI → NYU | summation | 65 | 0.238 ± 0.0005 |\n|  | random | 67 | 0.24 ± 0.0002 |" in paper_s1
     summary = (tmp_path / "summary.md").read_text()
     assert ("- ImageNet-21k → CIFAR10 (cifar10, vit_base, accuracy): 1LoRA 97.80 (n=2) vs random 97.20 (n=2), "
             "random − 1LoRA -0.60; no paper row.") in summary

@@ -116,8 +116,8 @@ PRETRAIN_MERGED = ("data", "module", "model_args", "parts")
 PRETRAIN_REPLACED = ("optimizer", "scheduler", "epochs", "max_steps", "batch_size", "lr_scales", "metric", "dataset")
 PRETRAIN_RUN = ("seed", "val_every_n_epochs", "val_check_interval")
 #: task keys of the fine-tuning run only, never of its source-task pre-training
-FINE_TUNING_ONLY = ("pretrain", "lr_per_method", "resources", "test_final", "time_budget", "val_check_interval",
-                    "gradient_clip_val", "micro_batch_size")
+FINE_TUNING_ONLY = ("pretrain", "lr_per_method", "method_options", "resources", "test_final", "time_budget",
+                    "val_check_interval", "gradient_clip_val", "micro_batch_size")
 
 
 @dataclass(frozen=True)

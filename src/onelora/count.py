@@ -1,4 +1,5 @@
-"""``mode=count``: exact parameter counts of a full-size model on the meta device (no weights)."""
+"""``mode=count``: exact parameter counts of a full-size model on the meta device (no weights), and
+the count the paper's tables print beside what really trains."""
 
 from __future__ import annotations
 
@@ -8,16 +9,45 @@ from typing import Any, Mapping
 import torch
 
 from .adapters import MethodSpec, inject
+from .config import ConfigError
 from .models import build_model
+
+#: what a model's ``reported_params`` may say the paper's parameter column counts
+REPORTED_KINDS = ("adapter", "trainable")
+
+
+def reported_kind(model_cfg: Mapping[str, Any], method: str) -> str:
+    """Which count the paper's tables print for ``method`` on this model: ``model.reported_params``,
+    ``adapter`` or ``trainable``, or a mapping of method name to either with a ``default``."""
+    kind = model_cfg.get("reported_params") or "adapter"
+    if isinstance(kind, Mapping):
+        kind = kind.get(method) or kind.get("default") or "adapter"
+    if kind not in REPORTED_KINDS:
+        raise ConfigError(f"model.reported_params: must be one of {', '.join(REPORTED_KINDS)} (or a mapping of "
+                          f"method name to one, with a default), got {kind!r}")
+    return str(kind)
+
+
+def reported_params(params: Mapping[str, Any], model_cfg: Mapping[str, Any], method: MethodSpec) -> dict[str, Any]:
+    """The count the paper's tables print for ``method`` on this model (``reported_params``) and
+    which count that is (``reported_as``, :func:`reported_kind`): the adapter alone (ViT, Depth
+    Anything, LLaMA: whatever else trains, such as the DPT output convolution of Depth Anything's
+    metric models or a new classifier) or everything that trains (DiT: its re-initialised class
+    table included). ``trainable_params`` stays what really trains."""
+    kind = reported_kind(model_cfg, method.name)
+    return {"reported_params": int(params["trainable_params" if kind == "trainable" else "adapter_params"]),
+            "reported_as": kind}
 
 
 def count_parameters_of(model_cfg: Mapping[str, Any], method: MethodSpec, model_args: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The parameter report of ``method`` on the model ``model_cfg`` builds (with the task's ``model_args``)."""
+    """The parameter report of ``method`` on the model ``model_cfg`` builds (with the task's
+    ``model_args``), with the paper's count of it (:func:`reported_params`)."""
     with torch.device("meta"):
         model = build_model(model_cfg, load_weights=False, **dict(model_args or {}))
     report = inject(model, method, target_sets=model_cfg["target_sets"], head=model_cfg.get("head") or [],
                     module_sets=model_cfg.get("module_sets") or {})
-    return {k: v for k, v in report.summary().items() if k != "method"}
+    out = {k: v for k, v in report.summary().items() if k != "method"}
+    return {**out, **reported_params(out, model_cfg, method)}
 
 
 def count(settings: Any) -> dict[str, Any]:

@@ -29,6 +29,7 @@ REQUIRED_KEYS = (
     "model",  # model config name (e.g. "vit_base")
     "method",  # method name as in the paper's tables (e.g. "onelora+norms")
     "method_parts",  # e.g. ["onelora", "norms"]
+    "method_options",  # the options the method ran with (its YAML's, the model's overrides, task.method_options)
     "seed",
     "metric",  # {"name", "direction", "val_key", "test_key", "best_val", "final_val", "best_epoch", "best_step",
     #             "test" (best validation round's weights), "test_final" (final weights), "extra"}
@@ -36,7 +37,8 @@ REQUIRED_KEYS = (
     "time",  # {"train_s", "val_s", "fit_s", "time_to_best_s", "test_s", "total_s", "attempts"}
     "memory",  # {"device": "cpu"|"cuda", "peak_bytes", "kind": "rss"|"max_allocated",
     #             "model_bytes": {"params", "trainable", "grads", "optimizer", "activations"}}
-    "params",  # {"adapted_layers", "adapter_params", "head_params", "trainable_params", "total_params"}
+    "params",  # {"adapted_layers", "adapter_params", "head_params", "trainable_params", "total_params",
+    #             "reported_params", "reported_as": the paper's count of it and which one ("adapter" | "trainable")}
     "run_dir",
     "git_commit",
     "versions",

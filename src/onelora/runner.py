@@ -24,7 +24,7 @@ from . import __version__
 from .adapters import save_adapter
 from .callbacks import peak_memory
 from .config import ConfigError
-from .count import count
+from .count import count, reported_params
 from .pipeline import RunTerminated, finish_loggers, fit, resumable
 from .quiet import quiet_library_noise
 from .results import RESULTS_NAME, SCHEMA_VERSION, remove_stale_temporaries, write_json_atomic
@@ -123,6 +123,8 @@ def base_record(settings: RunSettings, run_dir: Path, started: float, status: st
         "model": names["model"],
         "method": names["method"],
         "method_parts": settings.method.parts,
+        # the options the method ran with: its YAML's, the model's overrides, the task's method_options
+        "method_options": dict(settings.method.options),
         "seed": settings.seed,
         "run_dir": str(run_dir),
         "fingerprint": settings.fingerprint,
@@ -165,9 +167,7 @@ def train(settings: RunSettings, run_dir: Path, started: float, resume_from: str
         metrics={**fitted.metrics, **at_best, **{f"final:{k}": v for k, v in final.items()}},
         time={**fitted.stats.times(), "time_to_best_s": best.time_to_best_s, "test_s": round(test_s, 3)},
         memory={**peak_memory(), "model_bytes": dict(fitted.memory.bytes)},
-        # an evaluation trains nothing, whatever the method would have trained
-        params={k: (0 if evaluating and k in ("adapter_params", "head_params", "trainable_params") else v)
-                for k, v in fitted.report.summary().items() if k != "method"},
+        params=trained_params(settings, fitted.report.summary(), evaluating),
         lr=settings.lr,
         batch={"global": int(task.batch_size), "per_device": settings.batch_per_device,
                "accumulate": settings.accumulate, "world_size": trainer.world_size},
@@ -195,6 +195,18 @@ def train(settings: RunSettings, run_dir: Path, started: float, resume_from: str
     return record
 
 
+def trained_params(settings: RunSettings, summary: dict[str, Any], evaluating: bool) -> dict[str, Any]:
+    """The record's ``params``: what trains (adapter + head = ``trainable_params``) and, beside it,
+    the count the paper's tables print (``reported_params``, ``reported_as``: e.g. the adapter alone
+    where the model's own output layer trains too; ``onelora.count.reported_params``). An evaluation
+    trains nothing, whatever the method would have trained."""
+    params = {k: v for k, v in summary.items() if k != "method"}
+    params.update(reported_params(params, settings.model, settings.method))
+    if evaluating:
+        params.update({k: 0 for k in ("adapter_params", "head_params", "trainable_params", "reported_params")})
+    return params
+
+
 def _test(trainer: L.Trainer, module: L.LightningModule, data: Any, ckpt_path: str | None) -> dict[str, float]:
     if type(data).test_dataloader is L.LightningDataModule.test_dataloader:  # the task has no test split
         return {}
@@ -213,8 +225,10 @@ def print_summary(record: dict[str, Any]) -> None:
         f"  {m['name']} ({where}): {_fmt(value)}   best val: {_fmt(m['best_val'])}{best_at}{final}",
         f"  time: train {t['train_s']:.1f} s + val {t['val_s']:.1f} s  (whole run {t['total_s']:.1f} s)",
         f"  peak memory ({mem['device']}, {mem['kind']}): {mem['peak_bytes'] / 2**20:.0f} MiB",
-        f"  trainable parameters: {p['adapter_params']:,} adapter + {p['head_params']:,} head "
-        f"(of {p['total_params']:,}; {p['adapted_layers']} adapted layers)",
+        f"  trainable parameters: {p['adapter_params']:,} adapter + {p['head_params']:,} head = "
+        f"{p['trainable_params']:,} trained (of {p['total_params']:,}; {p['adapted_layers']} adapted layers)"
+        + (f"; the paper's count: {p['reported_params']:,} ({p.get('reported_as', 'adapter')})"
+           if p.get("reported_params") is not None and p["reported_params"] != p["trainable_params"] else ""),
         f"  results: {record['run_dir']}/{RESULTS_NAME}",
     ]
     print("\n".join(lines), flush=True)

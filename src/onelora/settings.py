@@ -81,8 +81,17 @@ class TrainerSettings:
         every = options.pop("checkpoint_every_n_train_steps", None)  # LastCheckpoint's, not Lightning's
         compile_model = options.pop("compile", False) or False  # CompileModel's, not Lightning's
         options["accumulate_grad_batches"] = accumulate  # from task.micro_batch_size where the task sets it
+        for key in ("max_steps", "max_epochs"):  # null (a task without that cap) is Lightning's "no limit"
+            if key in options and options[key] is None:
+                options[key] = -1
         return cls(options, as_int(every, "trainer.checkpoint_every_n_train_steps", minimum=1, allow=(None,)),
                    compile_model)
+
+    @property
+    def step_bounded(self) -> bool:
+        """Whether the run has a step or epoch cap (else only a time budget, ``trainer.max_time``,
+        ends it: a schedule then gets no ``total_steps``)."""
+        return any(self.options.get(k) not in (None, -1) for k in ("max_steps", "max_epochs"))
 
     @property
     def precision(self) -> str:
@@ -218,9 +227,16 @@ class RunSettings:
             raise ConfigError(f"{where}.optimizer: {err}") from None
         scheduler = self.scheduler()
         if scheduler is not None:
+            offered = {"max_lr": [optimizer.param_groups[0]["lr"]]}
+            timed = self.trainer is not None and not self.trainer.step_bounded  # a time budget alone
             try:
-                call_with_offered(scheduler, optimizer, {"total_steps": 10, "max_lr": [optimizer.param_groups[0]["lr"]]})
+                call_with_offered(scheduler, optimizer, offered if timed else {"total_steps": 10, **offered})
             except (TypeError, ValueError) as err:
+                if timed:
+                    raise ConfigError(
+                        f"{where}.scheduler: {err}; this run is bounded by its time budget alone (no step or epoch "
+                        f"cap), so the schedule gets no step count: set {where}.max_steps or {where}.epochs, or a "
+                        "schedule that needs none") from None
                 raise ConfigError(f"{where}.scheduler: {err}") from None
 
     @property
@@ -284,10 +300,48 @@ def _without_places(value: Any) -> Any:
 
 
 def method_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The method config with the model's ``method_overrides`` for it applied (paper quirks)."""
+    """The method config with the model's ``method_overrides`` for it applied (paper quirks), then
+    the task's ``method_options`` for it merged into its ``options`` (a recipe's settings of a method,
+    e.g. MoRA's LoRA alpha 16 and dropout 0.05 on MetaMathQA: :func:`task_method_options`)."""
     method = dict(plain(config["method"]))
     overrides = plain(config["model"].get("method_overrides") or {}) or {}
-    return {**method, **(overrides.get(method["name"]) or {})}
+    merged = {**method, **(overrides.get(method["name"]) or {})}
+    from_task = task_method_options(config).get(method["name"])
+    if from_task:
+        merged["options"] = {**(merged.get("options") or {}), **from_task}
+    return merged
+
+
+def task_method_options(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``task.method_options``: per method name, options the task's recipe gives that method (merged
+    over the method YAML's ``options`` and the model's overrides; change one on the command line with
+    ``task.method_options.<method>.<option>=<value>``). Checked: a mapping of known method names to
+    options that method's adapter takes, each in range; an error names ``task.method_options.<m>.<o>``."""
+    from .adapters import ADAPTER_KINDS
+    from .methods import method_table
+
+    given = plain(config["task"].get("method_options") or {}) or {}
+    check(isinstance(given, dict), "task.method_options", f"must be a mapping of method name to options, got {given!r}")
+    known = method_table()
+    for name, options in given.items():
+        check(name in known, f"task.method_options.{name}",
+              f"no method is named {name!r}; methods: {', '.join(known)}")
+        check(isinstance(options, dict), f"task.method_options.{name}", f"must be a mapping of options, got {options!r}")
+        kind = ADAPTER_KINDS.get(_method_kind(name) or "none")
+        for option, value in options.items():
+            try:
+                kind.check_options(**{option: value})
+            except AdapterConfigError as err:
+                raise ConfigError(f"task.method_options.{name}.{option}: {err}") from None
+    return given
+
+
+def _method_kind(name: str) -> str | None:
+    """The per-linear adapter kind of the method run name ``name`` (its YAML's ``linear``)."""
+    from .methods import method_config, method_info
+
+    info = method_info(name)
+    return None if info is None else method_config(info.file).get("linear")
 
 
 def _declared(group: str, name: str, key: str, package: str = "task") -> Any:
@@ -449,8 +503,9 @@ def _check_training_length(config: Mapping[str, Any]) -> None:
     max_epochs = as_int(t.get("max_epochs"), "trainer.max_epochs", allow=(-1, None))
     if max_epochs not in (-1, None):
         check(max_epochs >= 1, "trainer.max_epochs", f"must be >= 1 (or -1 with trainer.max_steps), got {max_epochs}")
-    elif max_steps in (-1, None):
-        raise ConfigError("trainer.max_epochs: with no epoch limit, trainer.max_steps must be >= 1")
+    elif max_steps in (-1, None) and not t.get("max_time"):
+        raise ConfigError("trainer.max_epochs: with no epoch limit, trainer.max_steps must be >= 1 "
+                          "(or a time budget: task.time_budget)")
     limit = t.get("limit_train_batches")
     if limit is not None:
         check(as_float(limit, "trainer.limit_train_batches") > 0, "trainer.limit_train_batches", f"must be > 0, got {limit}")

@@ -8,7 +8,9 @@ Follows the MoRA authors' code (kongds/MoRA, peft-mora ``LoraLayer._apply_mora``
   and truncated (or tiled) to ``out_features``.
 ``M`` starts at zeros. ``size_rule="paper"`` gives ``rhat = int(sqrt(out_features) + 0.5)`` (what
 the 1LoRA paper's parameter counts use); ``size_rule="mora"`` gives MoRA's own
-``int(sqrt((in + out) * r) + 0.5)``. Type 6 rounds rhat down to even.
+``int(sqrt((in + out) * r) + 0.5)``. Type 6 rounds rhat down to even. ``dropout`` drops the input
+of the update path in training, as MoRA's code does with its ``lora_dropout`` (0.05 in its
+MetaMathQA script); the base path and the merged weight see the whole input.
 """
 
 from __future__ import annotations
@@ -63,8 +65,9 @@ class MoRALinear(AdditiveAdapter):
         except AdapterConfigError as err:
             raise AdapterConfigError(f"{name}: {err}") from None
 
-    def __init__(self, base_layer: nn.Module, *, r: int = 1, size_rule: str = "paper", **kwargs):
+    def __init__(self, base_layer: nn.Module, *, r: int = 1, size_rule: str = "paper", dropout: float = 0.0, **kwargs):
         super().__init__(base_layer, **kwargs)
+        self.mora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.rhat = mora_size(
             self.in_features, self.out_features, r=int(r), size_rule=size_rule, mora_type=self.mora_type
         )
@@ -87,7 +90,7 @@ class MoRALinear(AdditiveAdapter):
         raise NotImplementedError
 
     def adapted_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base_layer(x) + self.update(x)
+        return self.base_layer(x) + self.update(self.mora_dropout(x))
 
     def delta_weight(self) -> torch.Tensor:
         """The update is linear in x: read its matrix off the identity, a block of rows at a time."""

@@ -233,19 +233,33 @@ class Run:
 
     @property
     def reported_params_kind(self) -> str:
-        """Which of our counts the paper's params column corresponds to (model config)."""
-        kind = _get(self.record, "config", "model", "reported_params")
+        """Which of our counts the paper's params column corresponds to: the record's
+        ``params.reported_as``, else (older records) the model config's ``reported_params``."""
+        kind = _get(self.record, "params", "reported_as") or _get(self.record, "config", "model", "reported_params")
+        if isinstance(kind, dict):  # per method, with a default (conf/model/depth_anything_l_metric_*.yaml)
+            kind = kind.get(str(self.record.get("method"))) or kind.get("default")
         return str(kind or "adapter")
 
     @property
     def reported_params(self) -> float | None:
-        """The count the paper's column compares with; 0 for an evaluation that trained nothing
+        """The count the paper's column compares with (the record's ``params.reported_params``,
+        else the count :attr:`reported_params_kind` names); 0 for an evaluation that trained nothing
         (its record still lists the parameters a training run would have trained)."""
         if self.record.get("trained") is False:
             return 0.0
         params = self.record.get("params") or {}
+        if _finite(params.get("reported_params")) is not None:
+            return _finite(params["reported_params"])
         key = "trainable_params" if self.reported_params_kind == "trainable" else "adapter_params"
         return _finite(params.get(key))
+
+    @property
+    def trained_params(self) -> float | None:
+        """What really trained (``params.trainable_params``: adapter + head, e.g. Depth Anything's DPT
+        output convolution besides the adapter the paper counts); 0 for an evaluation."""
+        if self.record.get("trained") is False:
+            return 0.0
+        return _finite(_get(self.record, "params", "trainable_params"))
 
 
 def runs_from_records(records: Iterable[dict[str, Any]]) -> list[Run]:

@@ -7,6 +7,7 @@ verdicts, and rank correlations; nothing is claimed for rows we have no runs for
 from __future__ import annotations
 
 from onelora.reporting import stats
+from onelora.reporting.paper import paper_inconsistencies
 from onelora.reporting.tables import TableResult
 from onelora.reporting.writing import fmt_num, markdown_table
 
@@ -141,6 +142,7 @@ def write_summary(
         "",
         overview(paper_tables),
         "",
+        *inconsistency_lines(),
     ]
     for t in paper_tables:
         lines += table_section(t, files.get(t.slug, []))
@@ -161,6 +163,20 @@ def write_summary(
         lines += [s1_line(r) for r in s1.rows] or ["No onelora_random runs yet.", ""]
         lines.append("")
     return "\n".join(lines)
+
+
+def inconsistency_lines() -> list[str]:
+    """The paper's own inconsistencies, so that a reader comparing its tables is not surprised."""
+    return [
+        "## The paper's own inconsistencies",
+        "",
+        "Where the paper prints the same runs in two tables with different numbers, and what its text says "
+        "that its tables or the public code do not bear out. Each of our tables sets ours beside that "
+        "table's own printed numbers, never beside numbers rebuilt from another table.",
+        "",
+        *[f"- {line}" for line in paper_inconsistencies()],
+        "",
+    ]
 
 
 def s1_line(r: dict) -> str:

@@ -24,6 +24,7 @@ from onelora.reporting import stats
 from onelora.reporting.paper import (
     A100_BYTES,
     OURS_DECIMALS,
+    S1_COMPRESSION,
     STD_DECIMALS,
     TABLE_NOTES,
     TableSpec,
@@ -133,6 +134,12 @@ class Aggregate:
         return len({r.reported_params for r in self.used if r.reported_params is not None}) <= 1
 
     @property
+    def trained_params(self) -> float | None:
+        """What really trained (adapter + head), beside the paper's count (:attr:`params`)."""
+        vals = [r.trained_params for r in self.used if r.trained_params is not None]
+        return vals[0] if vals else None
+
+    @property
     def params_kind(self) -> str:
         return "/".join(sorted({r.reported_params_kind for r in self.used}))
 
@@ -224,6 +231,8 @@ def _ours_fields(agg: Aggregate, time_unit: str) -> dict[str, Any]:
         "ours_params": params,
         "ours_params_str": format_params(params) + ("" if agg.params_consistent else " (differs across seeds)"),
         "ours_params_kind": agg.params_kind,
+        "ours_trained_params": agg.trained_params,
+        "ours_trained_params_str": format_params(agg.trained_params),
         "runs": ";".join(r.path for r in agg.used),
     }
 
@@ -307,7 +316,7 @@ def build_paper_table(spec: TableSpec, paper_rows: pd.DataFrame, index: RunIndex
             "table": spec.id,
             "setting": p["setting"],
             "method": p["method"],
-            "label": method_label(p["method"], spec.id),
+            "label": method_label(p["method"], spec.id),  # the paper's label in this table
             "metric": p["metric"],
             "direction": p["direction"],
             "paper_mean_decimals": mean_dec,
@@ -325,6 +334,8 @@ def build_paper_table(spec: TableSpec, paper_rows: pd.DataFrame, index: RunIndex
                 "paper_mean": paper_mean,
                 "paper_std": paper_std,
                 "paper_mean_str": p["mean_str"],
+                "paper_std_str": p["std_str"],
+                "paper_time_str": p.get("time_str") or "",
                 "paper_quoted": bool(p.get("quoted", False)),
                 "diff": diff,
                 "diff_in_paper_std": (diff / paper_std) if diff is not None and paper_std else None,
@@ -447,25 +458,36 @@ def build_s1_table(runs: Iterable[Run], paper_rows: pd.DataFrame) -> TableResult
         problems += [Problem(f"{setting} {r.label}", r, why) for r, why in ones.problems + rand.problems]
         (om, osd, on), (rm, rsd, rn) = ones.stats, rand.stats
         p_one, p_rand = paper_by_setting.get((src, tgt, "onelora")), paper_by_setting.get((src, tgt, "onelora_random"))
-        rows.append({
+        times = [t for r in methods.get("onelora", []) + methods["onelora_random"] if (t := r.time_s) is not None]
+        unit = "s" if times and max(times) < 120 else "min"  # as the ours-only tables: seconds for small runs
+        row = {
             "task": task, "model": model, "setting": setting, "metric": metric, "direction": first.direction,
             "ours_onelora_n": on, "ours_onelora_mean": om, "ours_onelora_std": osd,
             "ours_random_n": rn, "ours_random_mean": rm, "ours_random_std": rsd,
             "ours_diff": None if om is None or rm is None else rm - om,
-            "paper_onelora_mean": None if p_one is None else float(p_one["mean"]),
-            "paper_onelora_std": None if p_one is None else float(p_one["std"]),
-            "paper_random_mean": None if p_rand is None else float(p_rand["mean"]),
-            "paper_random_std": None if p_rand is None else float(p_rand["std"]),
-            "paper_diff": None if p_one is None or p_rand is None else float(p_rand["mean"]) - float(p_one["mean"]),
+            "time_unit": unit,
+            "ours_onelora_time": time_in(ones.time[0], unit), "ours_random_time": time_in(rand.time[0], unit),
             "paper_model": "" if p_one is None else p_one["model"],
+            "paper_time_unit": "" if p_one is None else p_one["time_unit"],
             "mean_decimals": mean_decimals(metric), "std_decimals": std_decimals(metric),
-        })
+        }
+        for name, paper_row in (("onelora", p_one), ("random", p_rand)):  # the paper's cells, as printed
+            row.update({f"paper_{name}_mean": None if paper_row is None else float(paper_row["mean"]),
+                        f"paper_{name}_std": None if paper_row is None else float(paper_row["std"]),
+                        f"paper_{name}_text": "" if paper_row is None else f"{paper_row['mean_str']} ± {paper_row['std_str']}",
+                        f"paper_{name}_time": None if paper_row is None else paper_row["time_str"]})
+        row["paper_diff"] = (None if p_one is None or p_rand is None
+                             else float(p_rand["mean"]) - float(p_one["mean"]))
+        rows.append(row)
     notes = [
+        f"The paper's layout: one row per setting and compression ({S1_COMPRESSION['onelora']}: 1LoRA's "
+        f"all-ones vector; {S1_COMPRESSION['onelora_random']}: a fixed random vector, onelora_random), "
+        "the time to the best validation round and the metric beside it.",
         "Ours: every task/model/setting with onelora_random runs (experiment table_s1), its 1LoRA runs "
-        "beside it; 'random − 1LoRA' > 0 means the random vector scored higher (better for accuracy, "
+        "beside it; 'random − summation' > 0 means the random vector scored higher (better for accuracy, "
         "worse for an error such as RMSE).",
-        "Paper: Table S1's row for the same source → target setting, when there is one; its model may "
-        "differ from ours (paper_model).",
+        "Paper: Table S1's row for the same source → target setting, when there is one (as printed); its "
+        "model may differ from ours (paper_model).",
     ]
     return TableResult(None, "Table S1 (ours): 1LoRA vs a random compression vector", "table_S1_ours",
                        rows, problems, notes)

@@ -26,7 +26,7 @@ class FineTuneModule(L.LightningModule):
 
     ``optimizer`` is a partial taking the parameter groups (``torch.optim.AdamW`` with its settings,
     or any other optimizer by config); ``scheduler`` a partial taking the optimizer, given
-    ``total_steps`` and ``max_lr`` when its signature has them. ``lr_scales`` maps a regex on
+    ``total_steps`` (when the run has a step or epoch cap) and ``max_lr`` when its signature has them. ``lr_scales`` maps a regex on
     parameter names to a learning-rate multiplier (Depth Anything trains its encoder at lr / 50).
     ``metric`` is the task's metric declaration (name, direction, val_key, test_key, extra).
     """
@@ -65,8 +65,10 @@ class FineTuneModule(L.LightningModule):
             group["lr"] = group["lr"] * spec["lr_scale"]
         if self.scheduler_factory is None:
             return optimizer
-        offered = {"total_steps": max(1, int(self.trainer.estimated_stepping_batches)),
-                   "max_lr": [g["lr"] for g in optimizer.param_groups]}
+        offered = {"max_lr": [g["lr"] for g in optimizer.param_groups]}
+        steps = self.trainer.estimated_stepping_batches  # infinite when only a time budget ends the run
+        if math.isfinite(steps):
+            offered["total_steps"] = max(1, int(steps))
         scheduler = call_with_offered(self.scheduler_factory, optimizer, offered)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

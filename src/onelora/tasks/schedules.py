@@ -13,9 +13,12 @@ import math
 import torch
 
 
-def constant(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float = 0.0):
-    """Constant learning rate after an optional linear warm-up (DiT's and DiffFit's recipes)."""
-    warmup = max(1, round(warmup_ratio * total_steps))
+def constant(optimizer: torch.optim.Optimizer, total_steps: int | None = None, warmup_ratio: float = 0.0):
+    """Constant learning rate after an optional linear warm-up (DiT's and DiffFit's recipes).
+    ``total_steps`` is needed for a warm-up only (a run bounded by time alone has none)."""
+    if warmup_ratio and total_steps is None:
+        raise ValueError("warmup_ratio needs a step count (total_steps), which a run bounded by time alone has not")
+    warmup = max(1, round(warmup_ratio * (total_steps or 0)))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
 
 
