@@ -34,20 +34,22 @@ def test_every_method_composes_with_every_task(tmp_path, task):
     """A dry-run sweep: count every method on the task's model on the meta device, then compose and
     validate it as a run would (train mode, so every object the task builds is checked)."""
     from onelora.adapters.base import AdapterConfigError
-    from onelora.runner import run
+    from onelora.count import count_parameters_of
     from onelora.settings import RunSettings
 
     chosen = task_choice(task)  # a recipe (task=depth) with the dataset and model of a task that uses it
     for method in METHODS:
+        counting = config(tmp_path, *chosen, f"method={method}", "mode=count")
         try:
-            out = run(config(tmp_path, *chosen, f"method={method}", "mode=count"))
+            out = count_parameters_of(*(lambda s: (s.model, s.method, s.model_args))(RunSettings.from_config(counting)))
         except AdapterConfigError as err:  # DiT's LayerNorms carry no parameters: nothing to train
             assert "trains norms, but DiT has none" in str(err), err
-            assert RunSettings.from_config(config(tmp_path, *chosen, f"method={method}")).method.norms
+            counting.mode = "train"
+            assert RunSettings.from_config(counting).method.norms
             continue
         # 'none' on a model that gets no new head trains nothing: it is an evaluation (mode=eval)
-        mode = ["mode=eval"] if method == "none" and out["head_params"] == 0 else []
-        cfg = config(tmp_path, *chosen, f"method={method}", *mode)
+        cfg = counting.copy()  # the same composition, validated as a run would be (train mode)
+        cfg.mode = "eval" if method == "none" and out["head_params"] == 0 else "train"
         settings = RunSettings.from_config(cfg)
         # a recipe's runs are named after their dataset, a named task's after itself
         assert cfg.task.name == (cfg.task.dataset.name if is_recipe(task) else task) and settings.lr > 0
