@@ -107,7 +107,7 @@ def test_a_new_method_is_one_class_and_one_yaml(toy, tmp_path, capsys):
     assert paper.method_label("toy+bias") == "Toy (bias)" and paper.method_family("toy+bias") == "Toy family"
     assert paper.FAMILY_COLORS[paper.method_family("toy")] == "tab:pink"
     assert paper.METHOD_LABELS["toy"] == "Toy" and "Toy family" in paper.FAMILY_COLORS
-    assert sorted(["lora", "toy", "onelora_random", "onelora"], key=tables._method_rank) == [
+    assert sorted(["lora", "toy", "onelora_random", "onelora"], key=tables.method_rank) == [
         "onelora", "toy", "onelora_random", "lora"]
 
 

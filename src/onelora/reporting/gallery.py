@@ -24,7 +24,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from onelora.reporting.records import Run
-from onelora.reporting.tables import _method_rank, _slug
+from onelora.reporting.tables import method_rank, slug_of
 
 LANGUAGE_FAMILIES = ("language",)  # record["family"] values whose runs get answers and loss curves
 
@@ -60,13 +60,13 @@ def groups_with(runs: Iterable[Run], filename: str, all_seeds: bool = False) -> 
             by_group[(run.task or "none", run.model or "none")][_method_key(run)].append(run)
     out = {}
     for group, methods in sorted(by_group.items()):
-        ordered = [sorted(methods[m], key=_seed_order) for m in sorted(methods, key=_method_rank)]
+        ordered = [sorted(methods[m], key=_seed_order) for m in sorted(methods, key=method_rank)]
         out[group] = ordered if all_seeds else [rs[:1] for rs in ordered]
     return out
 
 
 def _name(prefix: str, group: tuple[str, str], ext: str) -> str:
-    return f"{prefix}_{_slug(f'{group[0]}_{group[1]}')}.{ext}"
+    return f"{prefix}_{slug_of(f'{group[0]}_{group[1]}')}.{ext}"
 
 
 def _seeds_note(runs: list[Run]) -> str:

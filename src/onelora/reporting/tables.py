@@ -358,11 +358,11 @@ def build_paper_table(spec: TableSpec, paper_rows: pd.DataFrame, index: RunIndex
 
 
 # ---------------------------------------------------------------- ours-only tables
-def _slug(text: str) -> str:
+def slug_of(text: str) -> str:
     return re.sub(r"[^0-9A-Za-z._+-]+", "_", text).strip("_") or "runs"
 
 
-def _method_rank(method: str) -> tuple[int, str]:
+def method_rank(method: str) -> tuple[int, str]:
     """Methods in the method table's order (``describe.order``); others after them, by name."""
     base = norm_method(method.split(" [", 1)[0])
     order = list(METHOD_ORDER)
@@ -405,7 +405,7 @@ def build_ours_tables(runs: Iterable[Run]) -> list[TableResult]:
         # seconds for small runs (the digits grids), minutes as the paper otherwise
         times = [t for r in group if (t := r.time_s) is not None]
         unit = "s" if times and max(times) < 120 else "min"
-        for setting, method in sorted(by_method, key=lambda k: (_setting_rank(k[0]), _method_rank(k[1]))):
+        for setting, method in sorted(by_method, key=lambda k: (_setting_rank(k[0]), method_rank(k[1]))):
             mruns = by_method[(setting, method)]
             main = next((r.metric_name for r in mruns if r.metric_name), "")
             direction = next((r.direction for r in mruns if r.direction), "")
@@ -429,7 +429,7 @@ def build_ours_tables(runs: Iterable[Run]) -> list[TableResult]:
                 row.update(_ours_fields(agg, unit))
                 rows.append(row)
                 problems.extend(Problem(f"{setting} {label} {metric}", r, why) for r, why in agg.problems)
-        slug = "ours_" + _slug(f"{name_task}_{model}")
+        slug = "ours_" + slug_of(f"{name_task}_{model}")
         tables.append(TableResult(None, f"Ours only: {name}", slug, rows, problems))
     return tables
 
