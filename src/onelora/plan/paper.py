@@ -49,7 +49,7 @@ PAPER_TASKS = {"S2": "kitti_to_nyu", "S3": "nyu_to_kitti", "S4": "kitti_to_diode
                "S11": "nyu_to_kitti", "S12": "cifar10"}
 PAPER_EXPERIMENT = {"S6": "table_s6", "S7": "table_s7"}
 #: MoRA's recipe for LLaMA-2 (the paper's runs): no activation checkpointing
-MORA = ("task.module.gradient_checkpointing=false",)
+MORA = ("task.module.gradient_checkpointing=false", "task.method_options=null")  # our method configs, no dropout
 MORA_DROPOUT = 0.05
 #: the paper's text: at 13B with 2 samples per GPU only these fit a 40 GB A100
 PAPER_FITS_13B = ("onelora", "bitfit", "difffit", "lora_qkv")
