@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import json
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -44,11 +44,21 @@ def reported_params(params: Mapping[str, Any], model_cfg: Mapping[str, Any], met
 def count_parameters_of(model_cfg: Mapping[str, Any], method: MethodSpec, model_args: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The parameter report of ``method`` on the model ``model_cfg`` builds (with the task's
     ``model_args``), with the paper's count of it (:func:`reported_params`)."""
-    model = copy.deepcopy(_meta_model(json.dumps([model_cfg, dict(model_args or {})], sort_keys=True, default=str)))
+    key = json.dumps([model_cfg, dict(model_args or {})], sort_keys=True, default=_plain)
+    model = copy.deepcopy(_meta_model(key))
     report = inject(model, method, target_sets=model_cfg["target_sets"], head=model_cfg.get("head") or [],
                     module_sets=model_cfg.get("module_sets") or {})
     out = {k: v for k, v in report.summary().items() if k != "method"}
     return {**out, **reported_params(out, model_cfg, method)}
+
+
+def _plain(value: Any) -> Any:
+    """JSON for config nodes (OmegaConf's are Mappings and Sequences, not dicts and lists)."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, Sequence):
+        return list(value)
+    return str(value)
 
 
 @lru_cache(maxsize=4)
