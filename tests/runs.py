@@ -67,6 +67,16 @@ def task_choice(task: str) -> list[str]:
     raise AssertionError(f"no named task uses the recipe {task}")
 
 
+def parent_task(task: str) -> str | None:
+    """The task file ``task`` extends (its first default names another task: cifar10 -> classification,
+    kitti_to_nyu -> depth), or None."""
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.load(CONF / "task" / f"{task}.yaml").get("defaults") or []
+    first = defaults[0] if defaults else None
+    return first if isinstance(first, str) and (CONF / "task" / f"{first}.yaml").is_file() else None
+
+
 # the tiny twins (conf/twin/<task>.yaml): the task's code paths at test size
 CIFAR_TINY = ("task=cifar10", "+twin=cifar10")
 DIGITS_FAST = ("+twin=digits",)

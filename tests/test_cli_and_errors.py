@@ -7,7 +7,7 @@ import pytest
 
 from onelora.methods import method_files
 from fakes import write_cifar
-from runs import CIFAR_TINY, CONF, config, is_recipe, run_cli, run_inprocess, task_choice
+from runs import CIFAR_TINY, CONF, config, is_recipe, parent_task, run_cli, run_inprocess, task_choice
 
 METHODS = method_files()
 TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
@@ -29,10 +29,12 @@ def test_an_unknown_choice_lists_the_available_ones(tmp_path):
     assert "onelora" in message and "mora6" in message
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", [pytest.param(t, marks=pytest.mark.slow) if parent_task(t) else t for t in TASKS])
 def test_every_method_composes_with_every_task(tmp_path, task):
     """A dry-run sweep: count every method on the task's model on the meta device, then compose and
-    validate it as a run would (train mode, so every object the task builds is checked)."""
+    validate it as a run would (train mode, so every object the task builds is checked). A task that
+    extends another (cifar10 -> classification, kitti_to_nyu -> depth) composes in the slow tier: the
+    default tier composes its parent, with the dataset and model of a task that uses it."""
     from onelora.adapters.base import AdapterConfigError
     from onelora.count import count_parameters_of
     from onelora.settings import RunSettings
