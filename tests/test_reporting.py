@@ -270,6 +270,21 @@ def test_ours_only_table_for_mini_grid(built):
     assert "0.5 GB (CPU RSS, not comparable)" in md and "| paper" not in md.split("Notes:")[0]
 
 
+def test_an_extra_metric_is_marked_its_own_way(tmp_path):
+    """math_mini selects on validation loss (lower is better) and also reports accuracy, which is
+    marked higher-is-better: the most accurate method is bold, not the least."""
+    records = [make_record(task="math_mini", paper_keys={}, model="llama_mini", method=m, metric="loss",
+                           direction="min", value=loss, best_val=loss, device="cpu", time_to_best=10.0,
+                           extra={"accuracy": {"test": acc, "test_final": acc}})
+               for m, loss, acc in (("head", 0.7, 0.0), ("onelora", 0.4, 1.0), ("lora", 0.2, 2.0), ("full", 0.1, 4.0))]
+    write_records(tmp_path / "results", records)
+    report = build_report(load_file_runs(tmp_path / "results"), tmp_path / "reports")
+    table = next(t for t in report.ours_tables if "math_mini" in t.slug)
+    assert {r["metric"]: r["direction"] for r in table.rows} == {"loss": "min", "accuracy": "max"}
+    md = (tmp_path / "reports" / f"{table.slug}.md").read_text()
+    assert "| All | **0.100** (n=1) | **4.00** (n=1) |" in md and "| Head | 0.700 (n=1) | 0.00 (n=1) |" in md
+
+
 # ------------------------------------------------------------------ summary
 def _section(text: str, heading: str) -> str:
     start = text.index(f"## {heading}")
@@ -567,6 +582,26 @@ def test_best_three_marking():
     assert rank_marks([97.7, 98.04, 98.0, 96.5, None, 97.9], "max", 1) == [3, 1, 1, None, None, 2]
     assert rank_marks([0.25, 0.238, 0.21, 0.349], "min", 3) == [3, 2, 1, None]
     assert [mark("x", r) for r in (1, 2, 3, None)] == ["**x**", "<u>x</u>", "*x*", "x"]
+
+
+def test_cost_columns_are_ranked_as_they_print():
+    """CPU-measured memory prints with 3 significant digits (0.00491 GB): two rounded decimals would
+    tie every method at 0.00 and mark them all; a GPU's prints 2 decimals, times 1 (0 from 100)."""
+    from onelora.reporting.writing import cost_ranks
+
+    def row(gb, pct=None, t=1.0, unit="s"):
+        return {"setting": "s", "metric": "accuracy", "ours_memory_gb": gb, "ours_memory_pct": pct,
+                "ours_memory_kind": "tensors", "ours_time": t, "time_unit": unit, "ours_params": 10}
+
+    cpu = [row(0.00491), row(0.00488), row(0.00064), row(0.00701), row(0.004912)]
+    ranks = cost_ranks(cpu, paper=False)["ours_memory"]
+    assert [ranks[id(r)] for r in cpu] == [3, 2, 1, None, 3]  # 0.00491 and 0.004912 print the same
+    gpu = [row(20.004, 50.0), row(19.996, 49.9), row(21.0, 52.5)]
+    ranks = cost_ranks(gpu, paper=False)["ours_memory"]
+    assert [ranks[id(r)] for r in gpu] == [1, 1, 2]  # both print 20.00
+    times = [row(1, t=104.4), row(1, t=103.6), row(1, t=99.96), row(1, t=99.94)]
+    ranks = cost_ranks(times, paper=False)["ours_time"]
+    assert [ranks[id(r)] for r in times] == [3, 3, 2, 1]  # 104 and 104; 100.0 and 99.9
 
 
 def test_std_decimals_are_the_papers():

@@ -175,6 +175,10 @@ METRIC_LABELS = {
     "fid": "FID",
 }
 
+#: which way is better for each metric the tables show (an extra metric need not go the way of the
+#: run's own: math_mini selects on validation loss and also reports accuracy)
+METRIC_DIRECTIONS = {"accuracy": "max", "rmse": "min", "absrel": "min", "val_loss": "min", "fid": "min"}
+
 #: paper metric name -> names our records may use for it (``metric.name`` or ``metrics`` keys)
 METRIC_ALIASES = {
     "absrel": ("abs_rel", "absrel"),

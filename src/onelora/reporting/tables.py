@@ -23,6 +23,7 @@ from onelora.methods import method_table
 from onelora.reporting import stats
 from onelora.reporting.paper import (
     A100_BYTES,
+    METRIC_DIRECTIONS,
     OURS_DECIMALS,
     S1_COMPRESSION,
     STD_DECIMALS,
@@ -421,8 +422,8 @@ def build_ours_tables(runs: Iterable[Run]) -> list[TableResult]:
                     "label": label,
                     "metric": metric,
                     "main": metric == main,
-                    # an extra metric (AbsRel) is an error measure like the main one (RMSE) it comes with
-                    "direction": direction,
+                    # an extra metric goes its own known way (accuracy: up), else the main one's (AbsRel as RMSE)
+                    "direction": direction if metric == main else METRIC_DIRECTIONS.get(norm_metric(metric), direction),
                     "mean_decimals": mean_decimals(metric),
                     "std_decimals": std_decimals(metric),
                 }

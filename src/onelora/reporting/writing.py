@@ -69,13 +69,21 @@ def fmt_mean_std(mean: Any, std: Any, decimals: int, std_decimals: int, n: int |
     return s
 
 
+def _time_text(t: Any, unit: str) -> str:
+    return f"{float(t):.{1 if unit == 'h' or float(t) < 100 else 0}f}"
+
+
+def _memory_text(gb: Any, pct: Any) -> str:
+    return f"{float(gb):.2f}" if not is_missing(pct) else f"{float(gb):.3g}"
+
+
 def fmt_time(t: Any, unit: str, std: Any = None, as_printed: bool = False) -> str:
     if is_missing(t):
         return "—"
     if as_printed:  # the paper's own value: as it printed it
         return f"{float(t):g} {unit}"
     dec = 1 if unit == "h" or float(t) < 100 else 0
-    s = f"{float(t):.{dec}f}"
+    s = _time_text(t, unit)
     if not is_missing(std):
         s += f" ± {float(std):.{dec}f}"
     return f"{s} {unit}"
@@ -87,8 +95,8 @@ def fmt_memory(gb: Any, pct: Any, kind: str) -> str:
     base = kind.split(" (", 1)[0]
     what = MEMORY_KINDS.get(base, kind or "?") + kind[len(base):]
     if not is_missing(pct):
-        return f"{float(gb):.2f} GB ({float(pct):.0f}% of A100 40 GB, {what})"
-    return f"{float(gb):.3g} GB ({what})"
+        return f"{_memory_text(gb, pct)} GB ({float(pct):.0f}% of A100 40 GB, {what})"
+    return f"{_memory_text(gb, pct)} GB ({what})"
 
 
 def rank_marks(values: list[Any], direction: str, decimals: int) -> list[int | None]:
@@ -196,13 +204,20 @@ def _comparable_memory(rows: list[dict]) -> set[int]:
     return {id(r) for g in groups.values() if len({r["ours_memory_kind"] for r in g}) == 1 for r in g}
 
 
+def _printed(value: Any, text, *how: Any) -> float | None:
+    """``value`` as its cell prints it (``text(value, *how)``), for ranking."""
+    return None if is_missing(value) else float(text(value, *how))
+
+
 def cost_ranks(rows: list[dict], paper: bool) -> dict[str, dict[int, int | None]]:
     """Best-three ranks of the cost columns (lower is better): time, memory, params; ours and, for a
     paper table, the paper's."""
     memory_ok = _comparable_memory(rows)
     out = {
-        "ours_time": _group_ranks(rows, lambda r: r.get("ours_time"), 1, "min"),
-        "ours_memory": _group_ranks(rows, lambda r: r["ours_memory_gb"] if id(r) in memory_ok else None, 2, "min"),
+        # ranked as printed (values that print the same share a place)
+        "ours_time": _group_ranks(rows, lambda r: _printed(r.get("ours_time"), _time_text, r["time_unit"]), 12, "min"),
+        "ours_memory": _group_ranks(rows, lambda r: _printed(r["ours_memory_gb"], _memory_text, r["ours_memory_pct"])
+                                    if id(r) in memory_ok else None, 12, "min"),
         "ours_params": _group_ranks(rows, lambda r: _printed_params(r.get("ours_params")), 0, "min"),
     }
     if paper:
