@@ -235,4 +235,7 @@ def test_missing_pretrained_tokenizer_is_named(tmp_path):
         pretrained_tokenizer(str(tmp_path / "empty"))
     with pytest.raises(MissingTokenizerError, match="meta-llama/Llama-2-7b-hf.*huggingface-cli download"):
         pretrained_tokenizer("meta-llama/Llama-2-7b-hf")  # tests run offline
+    with pytest.raises(MissingTokenizerError, match=r"tokenizer directory '.*absent' does not exist") as missing:
+        pretrained_tokenizer(str(tmp_path / "absent"))  # a path is not sent to the hub as a repo id
+    assert "Repo id" not in str(missing.value)
     assert torch.get_num_threads() == 1

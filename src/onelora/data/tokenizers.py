@@ -41,6 +41,11 @@ def pretrained_tokenizer(source: str, pad_token: str | None = None):
     from transformers import AutoTokenizer
 
     local = Path(source).expanduser()
+    if not local.exists() and (local.is_absolute() or source.startswith((".", "~"))):
+        raise MissingTokenizerError(  # a path, not a hub id: the hub's "Repo id must be ..." would mislead
+            f"tokenizer directory {str(local)!r} does not exist. Give a local directory with tokenizer.json / "
+            f"tokenizer.model (task.parts.tokenizer.source=<dir>) or a Hugging Face hub id"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(local) if local.exists() else source, use_fast=True)
     except (OSError, ValueError) as err:
