@@ -265,7 +265,11 @@ def test_the_table_s7_sweep_plans_llama2_13b(tmp_path):
     proc = run_cli(tmp_path, "-m", "experiment=table_s7", "mode=plan", "trainer=deepspeed",
                    "hydra/job_logging=none", "hydra/hydra_logging=none", timeout=1500)
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert sorted(r["method"] for r in records) == ["bitfit", "difffit", "lora_qkv", "onelora"]
+    methods = ["bitfit", "difffit", "lora_qkv", "onelora"]
+    assert sorted(r["method"] for r in records) == sorted(methods * 4)  # 4 methods x seeds 0-3
+    assert "16 runs: 16 planned" in proc.stdout
+    by_method = {m: [r for r in records if r["method"] == m] for m in methods}
+    assert all(all(r == runs[0] for r in runs) for runs in by_method.values())  # a seed changes no figure
     assert {(r["gpus"], r["micro_batch"], r["strategy"]) for r in records} == {(64, 2, "zero2")}
     assert all(13.0e9 < r["params"] < 13.1e9 and r["cards"]["a100_40gb"]["fits"] for r in records)
 
