@@ -82,8 +82,9 @@ EOF
 
   # 1. the distributed engines, one real optimizer step each on the LLaMA twin
   DATA=$OUT/data
-  PYTHONPATH=$ROOT/tests:$PYTHONPATH "$PY" -c "from pathlib import Path; from fakes import write_metamath_twin; write_metamath_twin(Path('$DATA/twin/metamath'))" \
-    || { echo "== could not write the metamath twin's data (tests/fakes.py)" | tee -a "$OUT/summary.txt"; exit 1; }
+  # the data the twin declares (conf/twin/metamath.yaml, twin.write), written as the tests write it
+  PYTHONPATH=$ROOT/tests:$PYTHONPATH "$PY" -c "from pathlib import Path; from runs import write_twin_data; write_twin_data('metamath', Path('$DATA'))" \
+    || { echo "== could not write the metamath twin's data (conf/twin/metamath.yaml, twin.write)" | tee -a "$OUT/summary.txt"; exit 1; }
   local common=(task=metamath +twin=metamath "paths.data_dir=$DATA" "paths.root_dir=$OUT/runs" method=onelora
                 trainer.max_steps=1 trainer.enable_progress_bar=false)
   if [ "$TINY" = 1 ]; then  # no GPU: the same command through the default engine
